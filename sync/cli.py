@@ -1,0 +1,142 @@
+"""The ``personasync`` command line: parse, load config, call one library function, render.
+
+Every command exits with a code from :mod:`sync.exit_codes`; no traceback reaches the
+operator for a problem they can fix (bad config, unreachable warehouse).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from sync import app as api
+from sync.config import AppConfig
+from sync.config_loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from sync.exit_codes import ExitCode
+from sync.redact import Redactor, secrets_in
+from sync.validate import Check
+
+cli = typer.Typer(
+    name="personasync",
+    help=(
+        "Reverse ETL for CRM personas: assign customers in your warehouse to personas and "
+        "sync persona tags and suppressions to email, SMS and CRM tools, sending only changes."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CONFIG_OPTION = typer.Option(
+    DEFAULT_CONFIG_PATH, "--config", "-c", help="Path to the TOML config file.", show_default=True
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"personasync {version()}")
+        raise typer.Exit()
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("personasync")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+@cli.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Reverse ETL for CRM personas."""
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(int(code))
+
+
+def _load(config_path: Path) -> AppConfig:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        _fail(exc.render(), ExitCode.CONFIG)
+
+
+def _render_checks(checks: list[Check], redact: Callable[[str], str]) -> None:
+    width = max((len(c.key) for c in checks), default=0)
+    for check in checks:
+        status = "ok     " if check.ok else "problem"
+        line = redact(f"{status}  {check.key.ljust(width)}  {check.message}")
+        typer.echo(line, err=not check.ok)
+
+
+@cli.command()
+def validate(config: Path = CONFIG_OPTION) -> None:
+    """Check the config, then that the warehouse has every table and column it names.
+
+    Connects read-only. Prints one ok/problem line per check; exits 2 on any problem.
+    """
+    app_config = _load(config)
+    redact = Redactor(secrets_in(app_config))
+    checks = [_summary_check(config, app_config), *api.validate_config(app_config)]
+    _render_checks(checks, redact)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(int(ExitCode.CONFIG))
+
+
+def _summary_check(path: Path, config: AppConfig) -> Check:
+    return Check(
+        True,
+        "config",
+        f"{path}: {len(config.personas)} personas, {len(config.suppressions)} suppression sources, "
+        f"{len(config.destinations)} destinations",
+    )
+
+
+@cli.command()
+def demo(
+    directory: Path = typer.Option(
+        Path("personasync-demo"), "--dir", help="Folder for the demo warehouse and config."
+    ),
+    customers: int = typer.Option(10_000, "--customers", min=1, help="Number of synthetic customers."),
+    seed: int = typer.Option(42, "--seed", help="Random seed; the same seed gives the same data."),
+    as_of: str = typer.Option(
+        None, "--as-of", help="Date the data is relative to (YYYY-MM-DD); default today (UTC).",
+        show_default=False,
+    ),
+    force: bool = typer.Option(False, "--force", help="Regenerate the warehouse even if it is up to date."),
+) -> None:
+    """Build a demo SQLite warehouse with synthetic customers, write its config and validate it."""
+    day = _parse_date(as_of) if as_of else datetime.now(timezone.utc).date()
+    typer.echo(f"Building the demo warehouse in {directory} ({customers:,} customers, seed {seed}) ...")
+    try:
+        result = api.build_demo(directory, customers=customers, seed=seed, as_of=day, force=force)
+    except ConfigError as exc:
+        _fail(exc.render(), ExitCode.CONFIG)
+    state = "generated" if result.generated else "up to date, reused"
+    typer.echo(f"warehouse  {result.warehouse} ({state}; data as of {result.spec.as_of})")
+    typer.echo(f"config     {result.config_path}")
+    _render_checks(result.checks, str)
+    if not all(c.ok for c in result.checks):
+        raise typer.Exit(int(ExitCode.CONFIG))
+    typer.echo(f"\nNext: personasync validate --config {result.config_path}")
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        _fail(f"--as-of: not a date in YYYY-MM-DD form: {text!r}", ExitCode.CONFIG)
+
+
+def main() -> None:
+    cli()

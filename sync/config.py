@@ -1,0 +1,212 @@
+"""The configuration model: what a ``personasync.toml`` may contain.
+
+Every section is strict (``extra="forbid"``) and validated before any I/O. Reading the
+file, ``${VAR}`` interpolation and error messages live in ``sync/config_loader.py``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Final, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from personas.model import TAG_SAFE_PATTERN, Channel
+from personas.rules import Rule, suggest
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_database_url(url: SecretStr) -> SecretStr:
+    try:
+        make_url(url.get_secret_value())
+    except ArgumentError:
+        # The message never repeats the URL: it may hold a password.
+        raise ValueError(
+            "not a SQLAlchemy database URL (expected e.g. "
+            "'sqlite:///warehouse.db' or 'postgresql+psycopg://user@host:5432/db')"
+        ) from None
+    return url
+
+
+DatabaseUrl = Annotated[SecretStr, AfterValidator(_check_database_url)]
+"""A SQLAlchemy URL. Kept secret because it usually carries a password."""
+
+TagSafeName = Annotated[
+    str,
+    Field(
+        pattern=TAG_SAFE_PATTERN,
+        description="Lower-case letters, digits, '_' or '-', starting with a letter (max 63).",
+    ),
+]
+
+
+def database_url(url: SecretStr) -> URL:
+    """The parsed URL, for connecting."""
+    return make_url(url.get_secret_value())
+
+
+def display_url(url: SecretStr) -> str:
+    """The URL with its password masked, safe for output."""
+    return database_url(url).render_as_string(hide_password=True)
+
+
+class WarehouseConfig(StrictModel):
+    url: DatabaseUrl = Field(description="SQLAlchemy URL of the warehouse, read-only access.")
+
+
+class StateConfig(StrictModel):
+    url: DatabaseUrl | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the sync state store; default: personasync-state.db beside the config.",
+    )
+
+
+class _TableOrQuery(StrictModel):
+    table: str | None = Field(
+        default=None, min_length=1, description="Table or view name, optionally 'schema.table'."
+    )
+    query: str | None = Field(
+        default=None, min_length=1, description="A SELECT statement used as the source instead."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> _TableOrQuery:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("set exactly one of 'table' or 'query'")
+        return self
+
+
+class SourceConfig(_TableOrQuery):
+    key: str = Field(min_length=1, description="Column that uniquely identifies a customer.")
+    email: str | None = Field(default=None, min_length=1, description="Column holding the email address.")
+    phone: str | None = Field(default=None, min_length=1, description="Column holding the phone number.")
+
+
+GrantedValue = Union[bool, int, str]
+DEFAULT_GRANTED_VALUES: Final[tuple[GrantedValue, ...]] = (True, 1, "yes", "true", "opted_in")
+
+
+class ChannelConsentConfig(StrictModel):
+    column: str = Field(min_length=1, description="Source column recording consent for the channel.")
+    granted_values: list[GrantedValue] = Field(
+        default_factory=lambda: list(DEFAULT_GRANTED_VALUES),
+        min_length=1,
+        description="Values that mean consent was granted; NULL and anything else mean not granted.",
+    )
+
+
+class ConsentConfig(StrictModel):
+    email: ChannelConsentConfig | None = Field(default=None, description="Email marketing consent.")
+    sms: ChannelConsentConfig | None = Field(default=None, description="SMS marketing consent.")
+    crm: ChannelConsentConfig | None = Field(default=None, description="Optional consent for CRM sync.")
+
+
+class SuppressionConfig(_TableOrQuery):
+    match_on: Literal["key", "email", "phone"] = Field(
+        description="Which customer identifier the suppression rows carry."
+    )
+    column: str = Field(min_length=1, description="Column of the table/query holding that identifier.")
+    channels: list[Channel] = Field(min_length=1, description="Channels the suppression applies to.")
+    reason: TagSafeName = Field(description="Reason recorded for suppressed customers, e.g. 'unsubscribed'.")
+
+
+class PersonaConfig(StrictModel):
+    name: TagSafeName = Field(description="Persona name, used as the tag value.")
+    description: str = Field(default="", description="What the persona means, for marketers.")
+    rules: Rule = Field(description="Eligibility rule tree (all / any / not / comparisons / sql).")
+
+
+class DestinationBase(StrictModel):
+    name: TagSafeName = Field(description="Unique name of this destination in the config.")
+    channel: Channel = Field(description="Channel whose consent governs this destination.")
+
+
+class FileDestinationConfig(DestinationBase):
+    type: Literal["file"] = Field(description="A local folder of CSV files a marketer can import anywhere.")
+    path: str = Field(min_length=1, description="Folder for the CSV files, relative to the config file.")
+
+
+DESTINATION_TYPES: Final[dict[str, type[DestinationBase]]] = {"file": FileDestinationConfig}
+
+
+def _destination_type(value: object) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("type")
+        return kind if isinstance(kind, str) else None
+    kind = getattr(value, "type", None)
+    return kind if isinstance(kind, str) else None
+
+
+DestinationConfig = Annotated[
+    Union[Annotated[FileDestinationConfig, Tag("file")]],
+    Discriminator(_destination_type),
+]
+
+
+def _check_destination_type(value: object) -> object:
+    """A readable error for a missing or misspelt ``type`` before the union tries to parse."""
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("type")
+    known = sorted(DESTINATION_TYPES)
+    if kind is None:
+        raise ValueError(f"missing key 'type' (one of: {', '.join(known)})")
+    if kind not in DESTINATION_TYPES:
+        hint = suggest(str(kind), known)
+        did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
+        raise ValueError(f"unknown destination type {kind!r}{did_you_mean}; known types: {', '.join(known)}")
+    return value
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
+class AppConfig(StrictModel):
+    warehouse: WarehouseConfig = Field(description="Where customer data is read from.")
+    state: StateConfig = Field(default_factory=StateConfig, description="Where sync state is kept.")
+    source: SourceConfig = Field(description="The customer model: one row per customer.")
+    consent: ConsentConfig = Field(default_factory=ConsentConfig, description="Consent per channel.")
+    suppressions: list[SuppressionConfig] = Field(
+        default_factory=list, description="Suppression sources; a match always wins over a persona."
+    )
+    personas: list[PersonaConfig] = Field(default_factory=list, description="Personas in priority order.")
+    destinations: list[Annotated[DestinationConfig, BeforeValidator(_check_destination_type)]] = Field(
+        default_factory=list, description="Where persona tags and suppressions are sent."
+    )
+
+    @field_validator("personas")
+    @classmethod
+    def _unique_persona_names(cls, personas: list[PersonaConfig]) -> list[PersonaConfig]:
+        dupes = _duplicates([p.name for p in personas])
+        if dupes:
+            raise ValueError(f"duplicate persona name(s): {', '.join(dupes)}")
+        return personas
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_destination_names(
+        cls, destinations: list[FileDestinationConfig]
+    ) -> list[FileDestinationConfig]:
+        dupes = _duplicates([d.name for d in destinations])
+        if dupes:
+            raise ValueError(f"duplicate destination name(s): {', '.join(dupes)}")
+        return destinations

@@ -1,0 +1,104 @@
+"""``personasync validate``: does the config match the warehouse it points at?
+
+Pure checks over a :class:`~sync.ports.Catalog`: every table and query referenced by the
+config is described once, and every column the config names must exist in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from personas.rules import referenced_columns, suggest
+from sync.config import AppConfig, SourceConfig, SuppressionConfig
+from sync.ports import Catalog, SourceError
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the validation report."""
+
+    ok: bool
+    key: str
+    message: str
+
+
+def source_column_references(config: AppConfig) -> Iterator[tuple[str, str]]:
+    """``(config key, column)`` for every column the config expects in the source model."""
+    source = config.source
+    yield "source.key", source.key
+    if source.email:
+        yield "source.email", source.email
+    if source.phone:
+        yield "source.phone", source.phone
+    for channel in ("email", "sms", "crm"):
+        consent = getattr(config.consent, channel)
+        if consent is not None:
+            yield f"consent.{channel}.column", consent.column
+    for i, persona in enumerate(config.personas):
+        for path, column in referenced_columns(persona.rules):
+            yield f"personas[{i}].rules{'.' + path if path else ''}.column", column
+
+
+def check_references(
+    references: list[tuple[str, str]], columns: Mapping[str, str], where: str
+) -> list[Check]:
+    """A problem for each referenced column missing from ``columns``, with a did-you-mean."""
+    available = list(columns)
+    problems = []
+    for key, column in references:
+        if column in columns:
+            continue
+        hint = suggest(column, available)
+        did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
+        problems.append(Check(False, key, f"column {column!r} not found in {where}{did_you_mean}"))
+    return problems
+
+
+def describe(catalog: Catalog, item: SourceConfig | SuppressionConfig) -> tuple[str, Mapping[str, str]]:
+    """The columns of a config item's table or query, and a label for messages."""
+    if item.table is not None:
+        return f"table '{item.table}'", catalog.describe_table(item.table)
+    assert item.query is not None  # the config model guarantees one of the two
+    return "the query", catalog.describe_query(item.query)
+
+
+def validate_against(config: AppConfig, catalog: Catalog) -> list[Check]:
+    """Every check of the config against the warehouse, problems and successes alike."""
+    checks: list[Check] = []
+    try:
+        where, columns = describe(catalog, config.source)
+    except SourceError as exc:
+        checks.append(Check(False, "source", _with_table_hint(str(exc), config.source, catalog)))
+    else:
+        problems = check_references(list(source_column_references(config)), columns, f"source {where}")
+        checks.extend(problems)
+        if not problems:
+            checks.append(
+                Check(True, "source", f"{where}: {len(columns)} columns; every referenced column exists")
+            )
+    for i, suppression in enumerate(config.suppressions):
+        key = f"suppressions[{i}]"
+        try:
+            where, columns = describe(catalog, suppression)
+        except SourceError as exc:
+            checks.append(Check(False, key, _with_table_hint(str(exc), suppression, catalog)))
+            continue
+        problems = check_references([(f"{key}.column", suppression.column)], columns, where)
+        checks.extend(problems)
+        if not problems:
+            checks.append(
+                Check(True, key, f"{suppression.reason}: {where}, matching {suppression.match_on} on {suppression.column!r}")
+            )
+    return checks
+
+
+def _with_table_hint(message: str, item: SourceConfig | SuppressionConfig, catalog: Catalog) -> str:
+    if item.table is None or not message.endswith("not found"):
+        return message
+    schema, _, name = item.table.rpartition(".")
+    try:
+        hint = suggest(name, catalog.table_names(schema or None))
+    except SourceError:
+        hint = None
+    return f"{message} (did you mean {hint!r}?)" if hint else message
