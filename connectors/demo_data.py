@@ -33,7 +33,8 @@ HISTORY_DAYS = 5 * 365  # signups spread over five years before the as-of date
 DEMO_METADATA = sa.MetaData()
 
 CUSTOMERS = sa.Table(
-    "customers", DEMO_METADATA,
+    "customers",
+    DEMO_METADATA,
     sa.Column("customer_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("first_name", sa.String(40)),
     sa.Column("last_name", sa.String(40)),
@@ -52,7 +53,8 @@ CUSTOMERS = sa.Table(
     sa.Column("sms_opt_in", sa.String(16)),
 )
 ORDERS = sa.Table(
-    "orders", DEMO_METADATA,
+    "orders",
+    DEMO_METADATA,
     sa.Column("order_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("customer_id", sa.Integer, nullable=False, index=True),
     sa.Column("order_date", sa.Date, nullable=False),
@@ -60,61 +62,176 @@ ORDERS = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
 )
 EMAIL_UNSUBSCRIBES = sa.Table(
-    "email_unsubscribes", DEMO_METADATA,
+    "email_unsubscribes",
+    DEMO_METADATA,
     sa.Column("email", sa.String(254), nullable=False),
     sa.Column("unsubscribed_at", sa.Date, nullable=False),
 )
 HARD_BOUNCES = sa.Table(
-    "hard_bounces", DEMO_METADATA,
+    "hard_bounces",
+    DEMO_METADATA,
     sa.Column("email", sa.String(254), nullable=False),
     sa.Column("bounced_at", sa.Date, nullable=False),
 )
 SPAM_COMPLAINTS = sa.Table(
-    "spam_complaints", DEMO_METADATA,
+    "spam_complaints",
+    DEMO_METADATA,
     sa.Column("email", sa.String(254), nullable=False),
     sa.Column("complained_at", sa.Date, nullable=False),
 )
 SMS_OPT_OUTS = sa.Table(
-    "sms_opt_outs", DEMO_METADATA,
+    "sms_opt_outs",
+    DEMO_METADATA,
     sa.Column("phone", sa.String(40), nullable=False),
     sa.Column("opted_out_at", sa.Date, nullable=False),
 )
 DO_NOT_CONTACT = sa.Table(
-    "do_not_contact", DEMO_METADATA,
+    "do_not_contact",
+    DEMO_METADATA,
     sa.Column("customer_id", sa.Integer, nullable=False),
     sa.Column("reason", sa.String(40), nullable=False),
     sa.Column("added_at", sa.Date, nullable=False),
 )
 DEMO_META = sa.Table(
-    "personasync_demo_meta", DEMO_METADATA,
+    "personasync_demo_meta",
+    DEMO_METADATA,
     sa.Column("customers", sa.Integer, nullable=False),
     sa.Column("seed", sa.Integer, nullable=False),
     sa.Column("as_of", sa.Date, nullable=False),
     sa.Column("generator_version", sa.Integer, nullable=False),
 )
 DATA_TABLES = (
-    CUSTOMERS, ORDERS, EMAIL_UNSUBSCRIBES, HARD_BOUNCES, SPAM_COMPLAINTS, SMS_OPT_OUTS, DO_NOT_CONTACT,
+    CUSTOMERS,
+    ORDERS,
+    EMAIL_UNSUBSCRIBES,
+    HARD_BOUNCES,
+    SPAM_COMPLAINTS,
+    SMS_OPT_OUTS,
+    DO_NOT_CONTACT,
 )
 _DATE_COLUMNS = {
     t.name: [i for i, c in enumerate(t.columns) if isinstance(c.type, sa.Date)] for t in DATA_TABLES
 }
 
-FIRST_NAMES = (
-    "Olivia Liam Emma Noah Ava Oliver Sophia Elijah Isabella Lucas Mia Mason Amelia Ethan "
-    "Harper Logan Evelyn James Abigail Aiden Emily Jacob Ella Michael Elizabeth Daniel Sofia "
-    "Henry Avery Jackson Scarlett Sebastian Chloe Jack Aria Owen Lily Samuel Zoe Matthew "
-    "Nora Leo Hannah Léa Zoë José Amélie Jürgen Siobhan Chiara"
-).split()
-LAST_NAMES = (
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez "
-    "Lopez Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson "
-    "White Harris Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright Scott "
-    "Torres Nguyen Hill Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell Müller "
-    "O'Brien Dubois Rossi"
-).split()
+FIRST_NAMES = [
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Ava",
+    "Oliver",
+    "Sophia",
+    "Elijah",
+    "Isabella",
+    "Lucas",
+    "Mia",
+    "Mason",
+    "Amelia",
+    "Ethan",
+    "Harper",
+    "Logan",
+    "Evelyn",
+    "James",
+    "Abigail",
+    "Aiden",
+    "Emily",
+    "Jacob",
+    "Ella",
+    "Michael",
+    "Elizabeth",
+    "Daniel",
+    "Sofia",
+    "Henry",
+    "Avery",
+    "Jackson",
+    "Scarlett",
+    "Sebastian",
+    "Chloe",
+    "Jack",
+    "Aria",
+    "Owen",
+    "Lily",
+    "Samuel",
+    "Zoe",
+    "Matthew",
+    "Nora",
+    "Leo",
+    "Hannah",
+    "Léa",
+    "Zoë",
+    "José",
+    "Amélie",
+    "Jürgen",
+    "Siobhan",
+    "Chiara",
+]
+LAST_NAMES = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Green",
+    "Adams",
+    "Nelson",
+    "Baker",
+    "Hall",
+    "Rivera",
+    "Campbell",
+    "Mitchell",
+    "Müller",
+    "O'Brien",
+    "Dubois",
+    "Rossi",
+]
 DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com", "shop.example.co.uk")
-INVALID_EMAILS = ("n/a", "none", "john.doe@", "@example.com", "jane@@example.com", "bob at example.com",
-                  "test@localhost", "ann@example..com", "-", "")
+INVALID_EMAILS = (
+    "n/a",
+    "none",
+    "john.doe@",
+    "@example.com",
+    "jane@@example.com",
+    "bob at example.com",
+    "test@localhost",
+    "ann@example..com",
+    "-",
+    "",
+)
 BAD_PHONES = ("N/A", "12345", "call me", "000", "+", "555-CALL-NOW", "(none)")
 COUNTRIES = ("US", "US", "US", "US", "GB", "GB", "CA", "DE", "FR", "AU")
 US_AREA_CODES = ("212", "310", "415", "617", "312", "206", "305", "512", "303", "404", "702", "971")
@@ -129,10 +246,7 @@ class DemoSpec:
 
 
 def _ascii_local(name: str) -> str:
-    return (
-        name.lower().replace("'", "")
-        .translate(str.maketrans("éèëüöäïç", "eeeuoaic"))
-    )
+    return name.lower().replace("'", "").translate(str.maketrans("éèëüöäïç", "eeeuoaic"))
 
 
 def _phone(rng: random.Random, country: str) -> str:
@@ -143,8 +257,10 @@ def _phone(rng: random.Random, country: str) -> str:
         area = rng.choice(US_AREA_CODES if country == "US" else CA_AREA_CODES)
         exchange, line = d(200, 1000), d(10_000)
         return (
-            f"+1 {area}-{exchange}-{line:04d}", f"({area}) {exchange}-{line:04d}",
-            f"{area}.{exchange}.{line:04d}", f"+1{area}{exchange}{line:04d}",
+            f"+1 {area}-{exchange}-{line:04d}",
+            f"({area}) {exchange}-{line:04d}",
+            f"{area}.{exchange}.{line:04d}",
+            f"+1{area}{exchange}{line:04d}",
         )[fmt]
     if country == "GB":
         block = f"79{d(10, 100)}"
@@ -155,12 +271,24 @@ def _phone(rng: random.Random, country: str) -> str:
         return (f"0{prefix} {rest}", f"+49 {prefix} {rest}", f"+49{prefix}{rest}", f"0{prefix}/{rest}")[fmt]
     if country == "FR":
         pairs = " ".join(f"{d(100):02d}" for _ in range(4))
-        return (f"06 {pairs}", f"+33 6 {pairs}", "+336" + pairs.replace(" ", ""), f"06.{pairs.replace(' ', '.')}")[fmt]
+        return (
+            f"06 {pairs}",
+            f"+33 6 {pairs}",
+            "+336" + pairs.replace(" ", ""),
+            f"06.{pairs.replace(' ', '.')}",
+        )[fmt]
     a, b = d(100, 1000), d(100, 1000)
-    return (f"04{d(10)}{d(10)} {a} {b}", f"+61 4{d(10)}{d(10)} {a} {b}", f"+614{d(10)}{d(10)}{a}{b}", f"04{d(10)}{d(10)}-{a}-{b}")[fmt]
+    return (
+        f"04{d(10)}{d(10)} {a} {b}",
+        f"+61 4{d(10)}{d(10)} {a} {b}",
+        f"+614{d(10)}{d(10)}{a}{b}",
+        f"04{d(10)}{d(10)}-{a}-{b}",
+    )[fmt]
 
 
-def iter_demo_chunks(spec: DemoSpec, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
+def iter_demo_chunks(
+    spec: DemoSpec, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
     """Rows for every demo table, ``chunk_size`` customers at a time. Dates are ISO strings.
 
     The same ``spec`` always yields the same rows, whatever ``chunk_size``.
@@ -209,31 +337,53 @@ def iter_demo_chunks(spec: DemoSpec, chunk_size: int = DEFAULT_CHUNK_SIZE) -> It
 
             opens = rand() < 0.6
             open_age = randrange(min(tenure, 400) + 1) if opens else None
-            click_age = max(open_age - randrange(30), 0) if opens and rand() < 0.45 else None  # after the open
+            click_age = (
+                max(open_age - randrange(30), 0) if opens and rand() < 0.45 else None
+            )  # after the open
             sms_click_age = randrange(min(tenure, 200) + 1) if phone and rand() < 0.15 else None
             roll = rand()
             email_opt_in = None if roll < 0.08 else roll < 0.78
             roll = rand()
-            sms_opt_in = None if roll < 0.3 or phone is None else ("opted_in" if roll < 0.7 else ("opted_out" if roll < 0.9 else "pending"))
+            sms_opt_in = (
+                None
+                if roll < 0.3 or phone is None
+                else ("opted_in" if roll < 0.7 else ("opted_out" if roll < 0.9 else "pending"))
+            )
 
-            customers.append((
-                cid, first, last, email, phone, country, days[tenure], orders_count, ltv,
-                days[last_order_age] if last_order_age is not None else None, refunds,
-                days[open_age] if open_age is not None else None,
-                days[click_age] if click_age is not None else None,
-                days[sms_click_age] if sms_click_age is not None else None,
-                email_opt_in, sms_opt_in,
-            ))
+            customers.append(
+                (
+                    cid,
+                    first,
+                    last,
+                    email,
+                    phone,
+                    country,
+                    days[tenure],
+                    orders_count,
+                    ltv,
+                    days[last_order_age] if last_order_age is not None else None,
+                    refunds,
+                    days[open_age] if open_age is not None else None,
+                    days[click_age] if click_age is not None else None,
+                    days[sms_click_age] if sms_click_age is not None else None,
+                    email_opt_in,
+                    sms_opt_in,
+                )
+            )
 
             roll = rand()
             if email and roll < 0.03:
-                chunk["email_unsubscribes"].append((email.strip().lower() if roll < 0.02 else email, days[randrange(tenure + 1)]))
+                chunk["email_unsubscribes"].append(
+                    (email.strip().lower() if roll < 0.02 else email, days[randrange(tenure + 1)])
+                )
             elif email and roll < 0.04:
                 chunk["hard_bounces"].append((email.strip().upper(), days[randrange(tenure + 1)]))
             elif email and roll < 0.043:
                 chunk["spam_complaints"].append((email, days[randrange(tenure + 1)]))
             elif roll < 0.048:
-                chunk["do_not_contact"].append((cid, choice(("legal_request", "deceased", "staff")), days[randrange(tenure + 1)]))
+                chunk["do_not_contact"].append(
+                    (cid, choice(("legal_request", "deceased", "staff")), days[randrange(tenure + 1)])
+                )
             if phone and sms_opt_in == "opted_in" and rand() < 0.03:
                 chunk["sms_opt_outs"].append((phone, days[randrange(tenure + 1)]))
         yield chunk
@@ -304,8 +454,12 @@ def load_demo(engine: Engine, spec: DemoSpec, chunk_size: int = DEFAULT_CHUNK_SI
                     conn.execute(table.insert(), [_as_params(table, row) for row in rows])
         conn.execute(
             DEMO_META.insert(),
-            {"customers": spec.customers, "seed": spec.seed, "as_of": spec.as_of,
-             "generator_version": GENERATOR_VERSION},
+            {
+                "customers": spec.customers,
+                "seed": spec.seed,
+                "as_of": spec.as_of,
+                "generator_version": GENERATOR_VERSION,
+            },
         )
 
 

@@ -58,7 +58,10 @@ def create_warehouse_engine(url: URL | str, *, read_only: bool = True) -> Engine
                 database = "file:" + quote(database)
             url = url.set(database=database, query={**url.query, "mode": "ro", "uri": "true"})
         elif backend == "postgresql":
-            connect_args["options"] = "-c default_transaction_read_only=on"
+            # Keep any options the URL already carries (e.g. a search_path).
+            existing = url.query.get("options", "")
+            existing = existing if isinstance(existing, str) else " ".join(existing)
+            connect_args["options"] = f"{existing} -c default_transaction_read_only=on".strip()
         elif backend == "duckdb" and url.database not in (None, "", ":memory:"):
             connect_args["read_only"] = True
     try:
@@ -160,9 +163,11 @@ def describe_table(conn: Connection, table: str) -> SourceColumns:
 
 def describe_query(conn: Connection, query: str) -> SourceColumns:
     """Columns of the result of ``query``, found by running it with ``LIMIT 0``."""
-    probe = sa.select(sa.literal_column("*")).select_from(
-        sa.text(f"({strip_query(query)}) AS personasync_probe")
-    ).limit(0)
+    probe = (
+        sa.select(sa.literal_column("*"))
+        .select_from(sa.text(f"({strip_query(query)}) AS personasync_probe"))
+        .limit(0)
+    )
     try:
         result = conn.execute(probe)
         names = list(result.keys())

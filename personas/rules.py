@@ -17,31 +17,54 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from datetime import date, datetime
-from typing import Annotated, Any, Final, Literal, Union, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 ComparisonOp = Literal[
-    "=", "!=", ">", ">=", "<", "<=",
-    "in", "not_in", "between",
-    "is_null", "not_null",
-    "within_days", "older_than_days",
-    "contains", "starts_with",
+    "=",
+    "!=",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "in",
+    "not_in",
+    "between",
+    "is_null",
+    "not_null",
+    "within_days",
+    "older_than_days",
+    "contains",
+    "starts_with",
 ]
 COMPARISON_OPS: Final[tuple[str, ...]] = get_args(ComparisonOp)
 
 # Spellings people reach for, mapped to the op we spell differently.
 _OP_SYNONYMS: Final[dict[str, str]] = {
-    "==": "=", "eq": "=", "equals": "=",
-    "<>": "!=", "ne": "!=", "neq": "!=",
-    "gt": ">", "gte": ">=", "ge": ">=",
-    "lt": "<", "lte": "<=", "le": "<=",
-    "not in": "not_in", "nin": "not_in",
-    "is null": "is_null", "null": "is_null", "is not null": "not_null", "notnull": "not_null",
-    "startswith": "starts_with", "like": "contains",
+    "==": "=",
+    "eq": "=",
+    "equals": "=",
+    "<>": "!=",
+    "ne": "!=",
+    "neq": "!=",
+    "gt": ">",
+    "gte": ">=",
+    "ge": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "le": "<=",
+    "not in": "not_in",
+    "nin": "not_in",
+    "is null": "is_null",
+    "null": "is_null",
+    "is not null": "not_null",
+    "notnull": "not_null",
+    "startswith": "starts_with",
+    "like": "contains",
 }
 
-Scalar = Union[bool, int, float, str, datetime, date]
+Scalar = bool | int | float | str | datetime | date
 
 ORDERING_OPS: Final[frozenset[str]] = frozenset({">", ">=", "<", "<=", "between"})
 DAY_OPS: Final[frozenset[str]] = frozenset({"within_days", "older_than_days"})
@@ -77,9 +100,7 @@ class Comparison(_RuleModel):
             return op
         hint = _OP_SYNONYMS.get(op.strip().lower()) or suggest(op, COMPARISON_OPS)
         did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
-        raise ValueError(
-            f"unknown op {op!r}{did_you_mean}; valid ops: {', '.join(COMPARISON_OPS)}"
-        )
+        raise ValueError(f"unknown op {op!r}{did_you_mean}; valid ops: {', '.join(COMPARISON_OPS)}")
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> Comparison:
@@ -94,24 +115,24 @@ def _value_problem(op: str, value: object) -> str | None:
     if op in ("is_null", "not_null"):
         return None if value is None else "takes no value"
     if value is None:
-        hint = " (use op = \"is_null\")" if op == "=" else ""
+        hint = ' (use op = "is_null")' if op == "=" else ""
         return f"needs a value{hint}"
     if op in ("in", "not_in"):
         if not isinstance(value, list) or not value:
-            return "needs a non-empty list of values, e.g. value = [\"a\", \"b\"]"
+            return 'needs a non-empty list of values, e.g. value = ["a", "b"]'
         return None
     if op == "between":
         if not isinstance(value, list) or len(value) != 2:
             return "needs a list of exactly two values [low, high]"
         low, high = value
         try:
-            if low > high:  # type: ignore[operator]
+            if low > high:
                 return f"has low {low!r} greater than high {high!r}"
         except TypeError:
             return "needs two values of the same type"
         return None
     if isinstance(value, list):
-        return "takes a single value, not a list (use op = \"in\" for a list)"
+        return 'takes a single value, not a list (use op = "in" for a list)'
     if op in DAY_OPS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return "needs a whole number of days >= 0"
@@ -119,7 +140,7 @@ def _value_problem(op: str, value: object) -> str | None:
     if op in TEXT_OPS and not isinstance(value, str):
         return "needs a text value"
     if op in ORDERING_OPS and isinstance(value, bool):
-        return "cannot order booleans; use op = \"=\""
+        return 'cannot order booleans; use op = "="'
     return None
 
 
@@ -144,10 +165,16 @@ class NotRule(_RuleModel):
 
 
 _TAG_BY_KEY: Final[dict[str, str]] = {
-    "all": "rule:all", "any": "rule:any", "not": "rule:not", "sql": "rule:sql",
+    "all": "rule:all",
+    "any": "rule:any",
+    "not": "rule:not",
+    "sql": "rule:sql",
 }
 _TAG_BY_CLASS: Final[dict[type[BaseModel], str]] = {
-    AllRule: "rule:all", AnyRule: "rule:any", NotRule: "rule:not", SqlRule: "rule:sql",
+    AllRule: "rule:all",
+    AnyRule: "rule:any",
+    NotRule: "rule:not",
+    SqlRule: "rule:sql",
     Comparison: "rule:compare",
 }
 RULE_TAGS: Final[frozenset[str]] = frozenset(_TAG_BY_CLASS.values())
@@ -165,19 +192,17 @@ def _rule_kind(value: Any) -> str | None:
 
 
 Rule = Annotated[
-    Union[
-        Annotated[AllRule, Tag("rule:all")],
-        Annotated[AnyRule, Tag("rule:any")],
-        Annotated[NotRule, Tag("rule:not")],
-        Annotated[SqlRule, Tag("rule:sql")],
-        Annotated[Comparison, Tag("rule:compare")],
-    ],
+    Annotated[AllRule, Tag("rule:all")]
+    | Annotated[AnyRule, Tag("rule:any")]
+    | Annotated[NotRule, Tag("rule:not")]
+    | Annotated[SqlRule, Tag("rule:sql")]
+    | Annotated[Comparison, Tag("rule:compare")],
     Discriminator(
         _rule_kind,
         custom_error_type="invalid_rule",
         custom_error_message=(
             "a rule must be a table: { all = [...] }, { any = [...] }, { not = {...} }, "
-            "{ column = ..., op = ..., value = ... } or { sql = \"...\" }"
+            '{ column = ..., op = ..., value = ... } or { sql = "..." }'
         ),
     ),
 ]

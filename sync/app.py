@@ -54,7 +54,13 @@ def _destination_checks(config: AppConfig) -> list[Check]:
         if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
             checks.append(Check(False, f"destinations[{i}].path", f"cannot create or write {folder}"))
         else:
-            checks.append(Check(True, f"destinations[{i}]", f"{destination.name} ({destination.type}, {destination.channel}) -> {folder}"))
+            checks.append(
+                Check(
+                    True,
+                    f"destinations[{i}]",
+                    f"{destination.name} ({destination.type}, {destination.channel}) -> {folder}",
+                )
+            )
     return checks
 
 
@@ -86,9 +92,7 @@ class DemoResult:
     checks: list[Check]
 
 
-def build_demo(
-    directory: Path, *, customers: int, seed: int, as_of: date, force: bool = False
-) -> DemoResult:
+def build_demo(directory: Path, *, customers: int, seed: int, as_of: date, force: bool = False) -> DemoResult:
     """Create (or reuse) the demo warehouse in ``directory``, write its config, validate it.
 
     An existing warehouse generated from the same spec is reused, so rerunning the demo

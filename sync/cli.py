@@ -110,7 +110,9 @@ def demo(
     customers: int = typer.Option(10_000, "--customers", min=1, help="Number of synthetic customers."),
     seed: int = typer.Option(42, "--seed", help="Random seed; the same seed gives the same data."),
     as_of: str = typer.Option(
-        None, "--as-of", help="Date the data is relative to (YYYY-MM-DD); default today (UTC).",
+        None,
+        "--as-of",
+        help="Date the data is relative to (YYYY-MM-DD); default today (UTC).",
         show_default=False,
     ),
     force: bool = typer.Option(False, "--force", help="Regenerate the warehouse even if it is up to date."),

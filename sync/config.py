@@ -7,12 +7,12 @@ file, ``${VAR}`` interpolation and error messages live in ``sync/config_loader.p
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Final, Literal, Union
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -75,7 +75,7 @@ class WarehouseConfig(StrictModel):
 class StateConfig(StrictModel):
     url: DatabaseUrl | None = Field(
         default=None,
-        description="SQLAlchemy URL of the sync state store; default: personasync-state.db beside the config.",
+        description="SQLAlchemy URL of the state store; default: personasync-state.db beside the config.",
     )
 
 
@@ -100,7 +100,7 @@ class SourceConfig(_TableOrQuery):
     phone: str | None = Field(default=None, min_length=1, description="Column holding the phone number.")
 
 
-GrantedValue = Union[bool, int, str]
+GrantedValue = bool | int | str
 DEFAULT_GRANTED_VALUES: Final[tuple[GrantedValue, ...]] = (True, 1, "yes", "true", "opted_in")
 
 
@@ -156,7 +156,7 @@ def _destination_type(value: object) -> str | None:
 
 
 DestinationConfig = Annotated[
-    Union[Annotated[FileDestinationConfig, Tag("file")]],
+    Annotated[FileDestinationConfig, Tag("file")],
     Discriminator(_destination_type),
 ]
 

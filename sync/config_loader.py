@@ -70,9 +70,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AppConf
     try:
         config = AppConfig.model_validate(data)
     except ValidationError as exc:
-        problems.extend(
-            p for p in _problems_from(exc, from_env) if p.key not in missing_env_keys
-        )
+        problems.extend(p for p in _problems_from(exc, from_env) if p.key not in missing_env_keys)
         raise ConfigError(path, problems) from None
     if problems:
         raise ConfigError(path, problems)
@@ -85,12 +83,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(
             path,
-            [ConfigProblem("", "file not found (pass --config PATH, or run `personasync demo` to create one)")],
+            [
+                ConfigProblem(
+                    "", "file not found (pass --config PATH, or run `personasync demo` to create one)"
+                )
+            ],
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [ConfigProblem("", f"cannot read file: {exc}")]) from None
     try:
-        return tomllib.loads(text)
+        data: dict[str, Any] = tomllib.loads(text)
+        return data
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [ConfigProblem("", f"invalid TOML: {exc}")]) from None
 
@@ -123,7 +126,10 @@ def _interpolate(
         name = match.group(1)
         if name is None:
             problems.append(
-                ConfigProblem(dotted_key(loc), f"malformed reference {match.group(0)!r}: write ${{NAME}} (or $$ for a literal $)")
+                ConfigProblem(
+                    dotted_key(loc),
+                    f"malformed reference {match.group(0)!r}: write ${{NAME}} (or $$ for a literal $)",
+                )
             )
             return ""
         if name not in env:
@@ -196,10 +202,11 @@ def _message(error: ErrorDetails, key: str, from_env: set[str]) -> str:
     if kind in ("value_error", "assertion_error"):
         return str(error.get("ctx", {}).get("error", error["msg"]))
     if kind == "string_pattern_mismatch":
-        return f"must be lower-case letters, digits, '_' or '-', starting with a letter{_got(error, key, from_env)}"
+        rule = "must be lower-case letters, digits, '_' or '-', starting with a letter"
+        return rule + _got(error, key, from_env)
     message = error["msg"]
     if message.startswith("Input should be"):
-        message = "must be" + message[len("Input should be"):]
+        message = "must be" + message[len("Input should be") :]
     return message + _got(error, key, from_env)
 
 

@@ -88,7 +88,12 @@ def validate_against(config: AppConfig, catalog: Catalog) -> list[Check]:
         checks.extend(problems)
         if not problems:
             checks.append(
-                Check(True, key, f"{suppression.reason}: {where}, matching {suppression.match_on} on {suppression.column!r}")
+                Check(
+                    True,
+                    key,
+                    f"{suppression.reason}: {where}, "
+                    f"matching {suppression.match_on} on {suppression.column!r}",
+                )
             )
     return checks
 

@@ -1,0 +1,30 @@
+"""Run a command in a fresh process and report wall time, CPU time and peak RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measurement:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+
+
+def measure(command: list[str]) -> Measurement:
+    """Run ``command`` to completion (raising if it fails) and measure it."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} exited with {os.waitstatus_to_exitcode(status)}")
+    return Measurement(
+        wall_s=round(wall, 2),
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
+        peak_rss_mb=round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+    )

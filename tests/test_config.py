@@ -1,0 +1,101 @@
+"""Loading good configs: the example, env interpolation, paths, and secrets kept secret."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.demo_data import write_sqlite_demo
+from sync.app import example_config_text
+from sync.cli import cli
+from sync.config import FileDestinationConfig, database_url, display_url
+from sync.config_loader import ConfigError, load_config
+from sync.redact import Redactor, secrets_in
+from tests.conftest import SMALL_DEMO
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_config_example_is_the_packaged_template() -> None:
+    assert example_config_text() == (REPO / "config.example.toml").read_text(encoding="utf-8")
+
+
+def test_config_example_validates_against_the_demo_warehouse(tmp_path: Path) -> None:
+    (tmp_path / "personasync-demo").mkdir()
+    write_sqlite_demo(tmp_path / "personasync-demo" / "warehouse.db", SMALL_DEMO)
+    shutil.copy(REPO / "config.example.toml", tmp_path)
+    config = load_config(tmp_path / "config.example.toml")
+    assert [p.name for p in config.personas] == [
+        "champion",
+        "loyal",
+        "new_customer",
+        "at_risk",
+        "win_back",
+        "sms_responder",
+    ]
+    result = CliRunner().invoke(cli, ["validate", "--config", str(tmp_path / "config.example.toml")])
+    assert result.exit_code == 0, result.output
+    assert "problem" not in result.output
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "personasync.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = """
+[warehouse]
+url = "sqlite:///data/warehouse.db"
+[source]
+table = "customers"
+key = "customer_id"
+[[destinations]]
+type = "file"
+name = "outbox"
+channel = "email"
+path = "out"
+"""
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert database_url(config.warehouse.url).database == str(tmp_path / "data" / "warehouse.db")
+    assert config.state.url is not None
+    assert database_url(config.state.url).database == str(tmp_path / "personasync-state.db")
+    destination = config.destinations[0]
+    assert isinstance(destination, FileDestinationConfig)
+    assert destination.path == str(tmp_path / "out")
+
+
+def test_env_references_are_replaced_and_the_password_stays_secret(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        '"sqlite:///data/warehouse.db"', '"postgresql+psycopg://analyst:${PS_TEST_PW}@db.internal:5432/dw"'
+    ).replace('table = "customers"', 'table = "${PS_TEST_SCHEMA}.customers"')
+    config = load_config(
+        _write(tmp_path, text), environ={"PS_TEST_PW": "hunter2-long", "PS_TEST_SCHEMA": "mart"}
+    )
+    assert config.source.table == "mart.customers"
+    assert database_url(config.warehouse.url).password == "hunter2-long"
+    assert "hunter2-long" not in repr(config) and "hunter2-long" not in str(config)
+    assert "hunter2-long" not in display_url(config.warehouse.url)
+    assert Redactor(secrets_in(config))("login with hunter2-long failed") == "login with *** failed"
+
+
+def test_dollar_dollar_is_a_literal_dollar(tmp_path: Path) -> None:
+    text = MINIMAL.replace('table = "customers"', "query = \"SELECT * FROM t WHERE price > '$$5'\"")
+    config = load_config(_write(tmp_path, text), environ={})
+    assert config.source.query == "SELECT * FROM t WHERE price > '$5'"
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = MINIMAL.replace('key = "customer_id"', 'key = "customer_id"\nemial = "email"').replace(
+        'channel = "email"', 'channel = "mail"'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, text))
+    keys = [p.key for p in error.value.problems]
+    assert keys == ["source.emial", "destinations[0].channel"]
