@@ -71,12 +71,14 @@ def _load(config_path: Path) -> AppConfig:
         _fail(exc.render(), ExitCode.CONFIG)
 
 
-def _render_checks(checks: list[Check], redact: Callable[[str], str]) -> None:
-    width = max((len(c.key) for c in checks), default=0)
+def _render_checks(checks: list[Check], redact: Callable[[str], str], config_path: Path) -> None:
+    """``ok`` lines as a table; ``problem`` lines name the file and key, like config errors."""
+    width = max((len(c.key) for c in checks if c.ok), default=0)
     for check in checks:
-        status = "ok     " if check.ok else "problem"
-        line = redact(f"{status}  {check.key.ljust(width)}  {check.message}")
-        typer.echo(line, err=not check.ok)
+        if check.ok:
+            typer.echo(redact(f"ok       {check.key.ljust(width)}  {check.message}"))
+        else:
+            typer.echo(redact(f"problem  {config_path}: {check.key}: {check.message}"), err=True)
 
 
 @cli.command()
@@ -88,7 +90,7 @@ def validate(config: Path = CONFIG_OPTION) -> None:
     app_config = _load(config)
     redact = Redactor(secrets_in(app_config))
     checks = [_summary_check(config, app_config), *api.validate_config(app_config)]
-    _render_checks(checks, redact)
+    _render_checks(checks, redact, config)
     if not all(c.ok for c in checks):
         raise typer.Exit(int(ExitCode.CONFIG))
 
@@ -127,7 +129,7 @@ def demo(
     state = "generated" if result.generated else "up to date, reused"
     typer.echo(f"warehouse  {result.warehouse} ({state}; data as of {result.spec.as_of})")
     typer.echo(f"config     {result.config_path}")
-    _render_checks(result.checks, str)
+    _render_checks(result.checks, str, result.config_path)
     if not all(c.ok for c in result.checks):
         raise typer.Exit(int(ExitCode.CONFIG))
     typer.echo(f"\nNext: personasync validate --config {result.config_path}")

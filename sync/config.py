@@ -37,7 +37,7 @@ class StrictModel(BaseModel):
 def _check_database_url(url: SecretStr) -> SecretStr:
     try:
         make_url(url.get_secret_value())
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # The message never repeats the URL: it may hold a password.
         raise ValueError(
             "not a SQLAlchemy database URL (expected e.g. "

@@ -54,8 +54,16 @@ class ConfigError(Exception):
         lines = []
         for problem in self.problems:
             where = f"{self.path}: {problem.key}: " if problem.key else f"{self.path}: "
-            lines.append(where + problem.message)
+            lines.append(mask_url_passwords(where + problem.message))
         return "\n".join(lines)
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``, wherever it appears."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AppConfig:
@@ -158,7 +166,7 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
 def _absolute_file_url(url: str, base: Path) -> str:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return url  # validation reports it
     database = parsed.database
     if parsed.get_backend_name() not in ("sqlite", "duckdb") or not database:
@@ -204,15 +212,23 @@ def _message(error: ErrorDetails, key: str, from_env: set[str]) -> str:
     if kind == "string_pattern_mismatch":
         rule = "must be lower-case letters, digits, '_' or '-', starting with a letter"
         return rule + _got(error, key, from_env)
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a table: a [section] or { key = value, ... }"
+    if kind in ("too_short", "string_too_short"):
+        return "must not be empty"
     message = error["msg"]
     if message.startswith("Input should be"):
         message = "must be" + message[len("Input should be") :]
-    return message + _got(error, key, from_env)
+    # Text is echoed only where it is a choice among names; elsewhere it may be a credential.
+    shows_text = kind in ("literal_error", "enum")
+    return message + (
+        _got(error, key, from_env) if shows_text or not isinstance(error.get("input"), str) else ""
+    )
 
 
 def _got(error: ErrorDetails, key: str, from_env: set[str]) -> str:
     value = error.get("input")
-    if key in from_env or isinstance(value, (dict, list)):
+    if key in from_env or not isinstance(value, (str, int, float, bool)):
         return ""
     text = repr(value)
     return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"

@@ -38,7 +38,7 @@ def _walk(value: object) -> Iterator[str]:
         raw = value.get_secret_value()
         try:
             password = make_url(raw).password  # a database URL: only its password is secret
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             yield raw
         else:
             if password:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from personas.rules import referenced_columns, suggest
+import sqlalchemy as sa
+
+from personas.compile import RuleError, RuleScope, compile_rule
+from personas.rules import suggest
 from sync.config import AppConfig, SourceConfig, SuppressionConfig
 from sync.ports import Catalog, SourceError
 
@@ -35,9 +39,6 @@ def source_column_references(config: AppConfig) -> Iterator[tuple[str, str]]:
         consent = getattr(config.consent, channel)
         if consent is not None:
             yield f"consent.{channel}.column", consent.column
-    for i, persona in enumerate(config.personas):
-        for path, column in referenced_columns(persona.rules):
-            yield f"personas[{i}].rules{'.' + path if path else ''}.column", column
 
 
 def check_references(
@@ -55,6 +56,20 @@ def check_references(
     return problems
 
 
+def check_persona_rules(config: AppConfig, columns: Mapping[str, str]) -> list[Check]:
+    """Compile every persona's rules against the source's columns: missing columns and
+    values of the wrong type (a text compared with ``>`` to a number column) are problems."""
+    source = sa.table("source", *(sa.column(name) for name in columns))
+    scope = RuleScope(source=source, kinds=columns, now=datetime.now(timezone.utc))
+    problems = []
+    for i, persona in enumerate(config.personas):
+        try:
+            compile_rule(persona.rules, scope, f"personas[{i}].rules")
+        except RuleError as exc:
+            problems.append(Check(False, exc.path, f"{exc.message} (persona {persona.name!r})"))
+    return problems
+
+
 def describe(catalog: Catalog, item: SourceConfig | SuppressionConfig) -> tuple[str, Mapping[str, str]]:
     """The columns of a config item's table or query, and a label for messages."""
     if item.table is not None:
@@ -69,9 +84,11 @@ def validate_against(config: AppConfig, catalog: Catalog) -> list[Check]:
     try:
         where, columns = describe(catalog, config.source)
     except SourceError as exc:
-        checks.append(Check(False, "source", _with_table_hint(str(exc), config.source, catalog)))
+        key = "source.table" if config.source.table is not None else "source.query"
+        checks.append(Check(False, key, _with_table_hint(str(exc), config.source, catalog)))
     else:
         problems = check_references(list(source_column_references(config)), columns, f"source {where}")
+        problems += check_persona_rules(config, columns)
         checks.extend(problems)
         if not problems:
             checks.append(
@@ -82,7 +99,8 @@ def validate_against(config: AppConfig, catalog: Catalog) -> list[Check]:
         try:
             where, columns = describe(catalog, suppression)
         except SourceError as exc:
-            checks.append(Check(False, key, _with_table_hint(str(exc), suppression, catalog)))
+            where_key = f"{key}.table" if suppression.table is not None else f"{key}.query"
+            checks.append(Check(False, where_key, _with_table_hint(str(exc), suppression, catalog)))
             continue
         problems = check_references([(f"{key}.column", suppression.column)], columns, where)
         checks.extend(problems)
