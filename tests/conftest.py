@@ -3,7 +3,8 @@
 PostgreSQL tests need ``PERSONASYNC_TEST_POSTGRES_URL`` (e.g.
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``); without it they are skipped with
 that reason. When it is set, a failure to connect fails the tests instead of skipping them.
-Each test session works in a fresh schema that is dropped at the end.
+Each test works in a fresh schema of that database, dropped when the test ends, so every
+warehouse fixture starts empty on all three databases.
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ SMALL_DEMO = DemoSpec(customers=400, seed=7, as_of=date(2026, 11, 22))
 
 
 @pytest.fixture(scope="session")
-def postgres_schema_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped when the session ends."""
+def postgres_admin_url() -> str:
     url = os.environ.get(POSTGRES_URL_ENV)
     if not url:
         pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_ENV} (see README, 'Running the tests')")
+    return url
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_admin_url: str) -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped when the test ends."""
+    url = postgres_admin_url
     schema = f"personasync_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url)
+    admin = sa.create_engine(url, poolclass=sa.NullPool)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
