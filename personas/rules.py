@@ -15,7 +15,6 @@ resolver's job, so the same tree runs on every warehouse dialect.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
@@ -177,7 +176,6 @@ _TAG_BY_CLASS: Final[dict[type[BaseModel], str]] = {
     SqlRule: "rule:sql",
     Comparison: "rule:compare",
 }
-RULE_TAGS: Final[frozenset[str]] = frozenset(_TAG_BY_CLASS.values())
 
 
 def _rule_kind(value: Any) -> str | None:
@@ -209,23 +207,3 @@ Rule = Annotated[
 
 for _model in (AllRule, AnyRule, NotRule):
     _model.model_rebuild()
-
-
-def walk(rule: Rule, path: str = "") -> Iterator[tuple[str, Rule]]:
-    """Every node of the tree with its dotted path below the rule root, e.g. ``all[1].not``."""
-    yield path, rule
-    if isinstance(rule, AllRule):
-        for i, child in enumerate(rule.all):
-            yield from walk(child, f"{path}.all[{i}]" if path else f"all[{i}]")
-    elif isinstance(rule, AnyRule):
-        for i, child in enumerate(rule.any):
-            yield from walk(child, f"{path}.any[{i}]" if path else f"any[{i}]")
-    elif isinstance(rule, NotRule):
-        yield from walk(rule.negated, f"{path}.not" if path else "not")
-
-
-def referenced_columns(rule: Rule) -> Iterator[tuple[str, str]]:
-    """``(path, column)`` for every comparison in the tree."""
-    for path, node in walk(rule):
-        if isinstance(node, Comparison):
-            yield path, node.column
