@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from connectors import demo_data
@@ -29,16 +29,18 @@ DEMO_DIR_PREFIX = "personasync-demo/"  # how config.example.toml refers to the d
 
 def validate_config(config: AppConfig) -> list[Check]:
     """Connect to the warehouse read-only and check every table and column the config names."""
-    checks: list[Check] = []
+    shown_url = display_url(config.warehouse.url)
     try:
         engine = create_warehouse_engine(database_url(config.warehouse.url), read_only=True)
-        check_connection(engine)
     except WarehouseError as exc:
-        return [Check(False, "warehouse.url", f"{display_url(config.warehouse.url)}: {exc}")]
+        return [Check(False, "warehouse.url", f"{shown_url}: {exc}")]
     try:
-        checks.append(Check(True, "warehouse", f"{display_url(config.warehouse.url)} (read-only)"))
+        check_connection(engine)
+        checks = [Check(True, "warehouse", f"{shown_url} (read-only)")]
         with engine.connect() as conn:
-            checks.extend(validate_against(config, WarehouseCatalog(conn)))
+            checks.extend(validate_against(config, WarehouseCatalog(conn), datetime.now(timezone.utc)))
+    except WarehouseError as exc:
+        return [Check(False, "warehouse.url", f"{shown_url}: {exc}")]
     finally:
         engine.dispose()
     checks.extend(_state_checks(config))

@@ -7,7 +7,6 @@ operator for a problem they can fix (bad config, unreachable warehouse).
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import NoReturn
@@ -71,7 +70,7 @@ def _load(config_path: Path) -> AppConfig:
         _fail(exc.render(), ExitCode.CONFIG)
 
 
-def _render_checks(checks: list[Check], redact: Callable[[str], str], config_path: Path) -> None:
+def _render_checks(checks: list[Check], redact: Redactor, config_path: Path) -> None:
     """``ok`` lines as a table; ``problem`` lines name the file and key, like config errors."""
     width = max((len(c.key) for c in checks if c.ok), default=0)
     for check in checks:
@@ -129,7 +128,7 @@ def demo(
     state = "generated" if result.generated else "up to date, reused"
     typer.echo(f"warehouse  {result.warehouse} ({state}; data as of {result.spec.as_of})")
     typer.echo(f"config     {result.config_path}")
-    _render_checks(result.checks, str, result.config_path)
+    _render_checks(result.checks, Redactor(), result.config_path)
     if not all(c.ok for c in result.checks):
         raise typer.Exit(int(ExitCode.CONFIG))
     typer.echo(f"\nNext: personasync validate --config {result.config_path}")

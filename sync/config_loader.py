@@ -2,8 +2,7 @@
 
 Order of work: parse TOML, replace ``${VAR}`` from the environment, make relative paths
 relative to the config file, validate. Each problem becomes one line naming the file,
-the dotted key (``destinations[1].path``) and what is wrong; values read from the
-environment are never repeated in a message, since they are often credentials.
+the dotted key (``destinations[1].path``) and what is wrong (``sync/config_errors.py``).
 """
 
 from __future__ import annotations
@@ -11,19 +10,17 @@ from __future__ import annotations
 import os
 import re
 import sys
-import types
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from personas.rules import suggest
 from sync.config import AppConfig
+from sync.config_errors import ConfigProblem, dotted_key, problems_from
+from sync.redact import mask_url_passwords
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,12 +31,6 @@ DEFAULT_CONFIG_PATH = Path("personasync.toml")
 DEFAULT_STATE_FILE = "personasync-state.db"
 
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([^}]*)\}?")
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    key: str
-    message: str
 
 
 class ConfigError(Exception):
@@ -58,14 +49,6 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]+@")
-
-
-def mask_url_passwords(text: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``, wherever it appears."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
-
-
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AppConfig:
     """Load and validate ``path``. Raises :class:`ConfigError` listing every problem."""
     env = os.environ if environ is None else environ
@@ -78,7 +61,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AppConf
     try:
         config = AppConfig.model_validate(data)
     except ValidationError as exc:
-        problems.extend(p for p in _problems_from(exc, from_env) if p.key not in missing_env_keys)
+        problems.extend(p for p in problems_from(exc, from_env) if p.key not in missing_env_keys)
         raise ConfigError(path, problems) from None
     if problems:
         raise ConfigError(path, problems)
@@ -104,13 +87,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return data
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [ConfigProblem("", f"invalid TOML: {exc}")]) from None
-
-
-def dotted_key(loc: tuple[str | int, ...]) -> str:
-    key = ""
-    for part in loc:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key
 
 
 def _interpolate(
@@ -174,150 +150,3 @@ def _absolute_file_url(url: str, base: Path) -> str:
     if database == ":memory:" or database.startswith("file:") or Path(database).is_absolute():
         return url
     return parsed.set(database=str(base / database)).render_as_string(hide_password=False)
-
-
-# --- turning pydantic errors into readable problems -------------------------------------
-
-_TYPE_NAMES = {"bool", "int", "float", "str", "date", "datetime", "none"}
-
-
-def _problems_from(exc: ValidationError, from_env: set[str]) -> list[ConfigProblem]:
-    by_key: dict[str, list[ErrorDetails]] = {}
-    for error in exc.errors():
-        key = dotted_key(_clean_loc(error["loc"]))
-        by_key.setdefault(key, []).append(error)
-    problems = []
-    for key, errors in by_key.items():
-        if len(errors) > 1 and all(e["type"] not in ("extra_forbidden", "missing") for e in errors):
-            problems.append(ConfigProblem(key, "has a value of the wrong type"))
-            continue
-        for error in errors:
-            problems.append(ConfigProblem(key, _message(error, key, from_env)))
-    return problems
-
-
-def _message(error: ErrorDetails, key: str, from_env: set[str]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        unknown = str(error["loc"][-1])
-        valid = _valid_keys_at(error["loc"][:-1])
-        hint = suggest(unknown, valid) if valid else None
-        did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
-        listing = f"; valid keys: {', '.join(valid)}" if valid and not hint else ""
-        return f"unknown key {unknown!r}{did_you_mean}{listing}"
-    if kind == "missing":
-        return "missing required key"
-    if kind in ("value_error", "assertion_error"):
-        return str(error.get("ctx", {}).get("error", error["msg"]))
-    if kind == "string_pattern_mismatch":
-        rule = "must be lower-case letters, digits, '_' or '-', starting with a letter"
-        return rule + _got(error, key, from_env)
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return "must be a table: a [section] or { key = value, ... }"
-    if kind in ("too_short", "string_too_short"):
-        return "must not be empty"
-    message = error["msg"]
-    if message.startswith("Input should be"):
-        message = "must be" + message[len("Input should be") :]
-    # Text is echoed only where it is a choice among names; elsewhere it may be a credential.
-    shows_text = kind in ("literal_error", "enum")
-    return message + (
-        _got(error, key, from_env) if shows_text or not isinstance(error.get("input"), str) else ""
-    )
-
-
-def _got(error: ErrorDetails, key: str, from_env: set[str]) -> str:
-    value = error.get("input")
-    if key in from_env or not isinstance(value, (str, int, float, bool)):
-        return ""
-    text = repr(value)
-    return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
-
-
-def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """Drop the union-member labels pydantic adds (``rule:all``, ``file``, ``int``...)."""
-    return _walk(loc)[0]
-
-
-def _valid_keys_at(loc: tuple[str | int, ...]) -> list[str]:
-    model = _model_for(_unwrap(_walk(loc)[1]))
-    if model is None:
-        return []
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _walk(loc: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], Any]:
-    """Follow ``loc`` through the config model: the key a user wrote, and the type found there."""
-    annotation: Any = AppConfig
-    cleaned: list[str | int] = []
-    for part in loc:
-        if isinstance(part, str):
-            member = _tagged_member(annotation, part)
-            if member is not None:
-                annotation = member
-                continue
-        annotation = _unwrap(annotation)
-        if isinstance(part, int):
-            cleaned.append(part)
-            annotation = _list_item(annotation)
-            continue
-        model = _model_for(annotation)
-        field = _field(model, part) if model is not None else None
-        if field is not None:
-            cleaned.append(part)
-            annotation = field.annotation
-        else:
-            annotation = None
-            if part not in _TYPE_NAMES and "[" not in part:
-                cleaned.append(part)
-    return tuple(cleaned), annotation
-
-
-def _unwrap(annotation: Any) -> Any:
-    while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    if _is_union(annotation):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        if len(members) == 1:
-            return _unwrap(members[0])
-    return annotation
-
-
-def _is_union(annotation: Any) -> bool:
-    return get_origin(annotation) in (Union, types.UnionType)
-
-
-def _list_item(annotation: Any) -> Any:
-    if get_origin(annotation) is list:
-        return get_args(annotation)[0]
-    return None
-
-
-def _model_for(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
-def _field(model: type[BaseModel], part: str) -> Any:
-    for name, field in model.model_fields.items():
-        if part in (name, field.alias):
-            return field
-    return None
-
-
-def _tagged_member(annotation: Any, label: str) -> Any:
-    """The member of a tagged union that pydantic labelled ``label`` in an error location."""
-    while get_origin(annotation) is Annotated and not _tags(annotation):
-        annotation = get_args(annotation)[0]
-    candidates = get_args(annotation) if _is_union(annotation) else (annotation,)
-    for member in candidates:
-        if label in _tags(member):
-            return get_args(member)[0]
-    return None
-
-
-def _tags(annotation: Any) -> set[str]:
-    if get_origin(annotation) is not Annotated:
-        return set()
-    return {m.tag for m in get_args(annotation)[1:] if isinstance(getattr(m, "tag", None), str)}

@@ -7,6 +7,7 @@ through it as a last line of defence, on top of never formatting secrets in the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 from pydantic import BaseModel, SecretStr
@@ -17,15 +18,27 @@ MASK = "***"
 _MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 
 
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``, wherever it appears.
+
+    Used where the secrets are not known, e.g. when the config itself failed to load."""
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+
+
 class Redactor:
-    def __init__(self, secrets: Iterable[str]) -> None:
+    """Masks the given secrets, and any password inside a URL, in a text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         unique = {s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}
         self._secrets = sorted(unique, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
-        return text
+        return mask_url_passwords(text)
 
 
 def secrets_in(model: BaseModel) -> list[str]:

@@ -1,14 +1,15 @@
 """``personasync validate``: does the config match the warehouse it points at?
 
 Pure checks over a :class:`~sync.ports.Catalog`: every table and query referenced by the
-config is described once, and every column the config names must exist in it.
+config is described once, every column the config names must exist in it, and every
+persona's rules must compile against the source's column kinds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -56,11 +57,11 @@ def check_references(
     return problems
 
 
-def check_persona_rules(config: AppConfig, columns: Mapping[str, str]) -> list[Check]:
+def check_persona_rules(config: AppConfig, columns: Mapping[str, str], now: datetime) -> list[Check]:
     """Compile every persona's rules against the source's columns: missing columns and
     values of the wrong type (a text compared with ``>`` to a number column) are problems."""
     source = sa.table("source", *(sa.column(name) for name in columns))
-    scope = RuleScope(source=source, kinds=columns, now=datetime.now(timezone.utc))
+    scope = RuleScope(source=source, kinds=columns, now=now)
     problems = []
     for i, persona in enumerate(config.personas):
         try:
@@ -68,6 +69,11 @@ def check_persona_rules(config: AppConfig, columns: Mapping[str, str]) -> list[C
         except RuleError as exc:
             problems.append(Check(False, exc.path, f"{exc.message} (persona {persona.name!r})"))
     return problems
+
+
+def origin_key(prefix: str, item: SourceConfig | SuppressionConfig) -> str:
+    """The config key naming where ``item`` reads from: ``source.table``, ``suppressions[1].query``."""
+    return f"{prefix}.table" if item.table is not None else f"{prefix}.query"
 
 
 def describe(catalog: Catalog, item: SourceConfig | SuppressionConfig) -> tuple[str, Mapping[str, str]]:
@@ -78,17 +84,18 @@ def describe(catalog: Catalog, item: SourceConfig | SuppressionConfig) -> tuple[
     return "the query", catalog.describe_query(item.query)
 
 
-def validate_against(config: AppConfig, catalog: Catalog) -> list[Check]:
-    """Every check of the config against the warehouse, problems and successes alike."""
+def validate_against(config: AppConfig, catalog: Catalog, now: datetime) -> list[Check]:
+    """Every check of the config against the warehouse, problems and successes alike;
+    ``now`` is the clock relative-day rules are compiled against."""
     checks: list[Check] = []
     try:
         where, columns = describe(catalog, config.source)
     except SourceError as exc:
-        key = "source.table" if config.source.table is not None else "source.query"
+        key = origin_key("source", config.source)
         checks.append(Check(False, key, _with_table_hint(str(exc), config.source, catalog)))
     else:
         problems = check_references(list(source_column_references(config)), columns, f"source {where}")
-        problems += check_persona_rules(config, columns)
+        problems += check_persona_rules(config, columns, now)
         checks.extend(problems)
         if not problems:
             checks.append(
@@ -99,8 +106,9 @@ def validate_against(config: AppConfig, catalog: Catalog) -> list[Check]:
         try:
             where, columns = describe(catalog, suppression)
         except SourceError as exc:
-            where_key = f"{key}.table" if suppression.table is not None else f"{key}.query"
-            checks.append(Check(False, where_key, _with_table_hint(str(exc), suppression, catalog)))
+            checks.append(
+                Check(False, origin_key(key, suppression), _with_table_hint(str(exc), suppression, catalog))
+            )
             continue
         problems = check_references([(f"{key}.column", suppression.column)], columns, where)
         checks.extend(problems)

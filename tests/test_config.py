@@ -99,3 +99,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         load_config(_write(tmp_path, text))
     keys = [p.key for p in error.value.problems]
     assert keys == ["source.emial", "destinations[0].channel"]
+
+
+def test_redactor_masks_url_passwords_it_was_not_told_about() -> None:
+    redact = Redactor(["api-key-123456"])
+    text = "failed: postgresql+psycopg://analyst:hunter2-long@db:5432/dw with api-key-123456"
+    assert redact(text) == "failed: postgresql+psycopg://analyst:***@db:5432/dw with ***"
+    assert redact("sqlite:////tmp/warehouse.db") == "sqlite:////tmp/warehouse.db"
