@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from personas.query import split_table_name
 from sync.ports import SourceError
 
 ColumnKind = Literal["number", "text", "date", "datetime", "boolean", "unknown"]
@@ -99,19 +100,14 @@ def driver_message(exc: SQLAlchemyError) -> str:
     return " ".join(text.split())
 
 
-def split_table_name(table: str) -> tuple[str | None, str]:
-    """``"analytics.customers"`` -> ``("analytics", "customers")``."""
-    schema, _, name = table.rpartition(".")
-    return (schema or None), name
-
-
 def stream_rows(
     conn: Connection, statement: sa.Executable, *, batch_size: int = 10_000
 ) -> Iterator[sa.Row[Any]]:
     """Rows of ``statement`` fetched ``batch_size`` at a time (server-side cursor where supported),
     so memory stays bounded whatever the table size."""
     result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
-    yield from result
+    for partition in result.partitions():
+        yield from partition
 
 
 # --- describing sources -----------------------------------------------------------------
@@ -243,4 +239,12 @@ class WarehouseCatalog:
         try:
             return table_names(self._conn, schema)
         except SQLAlchemyError as exc:
+            raise WarehouseError(driver_message(exc)) from None
+
+    def probe(self, statement: sa.Select[Any]) -> None:
+        """Run ``statement`` with ``LIMIT 0``: the warehouse checks it without returning rows."""
+        try:
+            self._conn.execute(statement.limit(0)).close()
+        except SQLAlchemyError as exc:
+            self._conn.rollback()
             raise WarehouseError(driver_message(exc)) from None

@@ -207,3 +207,16 @@ Rule = Annotated[
 
 for _model in (AllRule, AnyRule, NotRule):
     _model.model_rebuild()
+
+
+def has_sql(rule: Rule) -> bool:
+    """Whether the tree holds a raw ``sql`` rule, which only the warehouse can check."""
+    if isinstance(rule, SqlRule):
+        return True
+    if isinstance(rule, AllRule):
+        return any(has_sql(r) for r in rule.all)
+    if isinstance(rule, AnyRule):
+        return any(has_sql(r) for r in rule.any)
+    if isinstance(rule, NotRule):
+        return has_sql(rule.negated)
+    return False

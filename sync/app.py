@@ -7,10 +7,18 @@ that picks concrete connectors. Orchestrators (Airflow, Dagster) can call it dir
 from __future__ import annotations
 
 import importlib.resources
+import itertools
+import multiprocessing
 import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import demo_data
 from connectors.warehouse import (
@@ -18,10 +26,26 @@ from connectors.warehouse import (
     WarehouseError,
     check_connection,
     create_warehouse_engine,
+    driver_message,
+    stream_rows,
+)
+from personas.compile import RuleError
+from personas.explain import PersonaExplanation, explain_statement, read_explanation
+from personas.identity import EmailNormaliser, PhoneNormaliser
+from personas.model import Assignment
+from personas.preview import Preview
+from personas.query import ResolverQuery, build_resolver_query, suppression_values_query
+from personas.resolve import (
+    IdentifierIndex,
+    ResolveCounts,
+    ResolveError,
+    Resolver,
+    suppression_entries,
 )
 from sync.config import AppConfig, database_url, display_url
 from sync.config_loader import load_config
-from sync.validate import Check, validate_against
+from sync.state import SqlIdentityCache, StateError, create_state_engine, migrate
+from sync.validate import Check, describe, origin_key, validate_against
 
 EXAMPLE_CONFIG_NAME = "config.example.toml"
 DEMO_DIR_PREFIX = "personasync-demo/"  # how config.example.toml refers to the demo folder
@@ -46,6 +70,153 @@ def validate_config(config: AppConfig) -> list[Check]:
     checks.extend(_state_checks(config))
     checks.extend(_destination_checks(config))
     return checks
+
+
+class ResolveProblem(Exception):
+    """The run cannot resolve personas; ``key`` names the config key at fault when there is one."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+@dataclass
+class Resolution:
+    """An open resolver run: iterate :meth:`assignments` once, to the end."""
+
+    clock: datetime
+    query: ResolverQuery
+    resolver: Resolver
+    conn: Connection
+    source_key: str  # "source.table" or "source.query", for messages
+    kinds: Mapping[str, str]  # the source's columns and their kinds
+
+    def assignments(self) -> Iterator[Assignment]:
+        try:
+            yield from self.resolver.assignments(stream_rows(self.conn, self.query.statement))
+        except SQLAlchemyError as exc:
+            message = f"the resolver query failed: {driver_message(exc)}"
+            raise ResolveProblem(self.source_key, message) from None
+        except ResolveError as exc:
+            raise ResolveProblem(self.source_key, str(exc)) from None
+
+    @property
+    def counts(self) -> ResolveCounts:
+        return self.resolver.counts
+
+
+@contextmanager
+def open_resolution(
+    config: AppConfig, clock: datetime, *, only_key: str | None = None
+) -> Iterator[Resolution]:
+    """Connect to the warehouse (read-only) and the state store, load the suppression lists
+    matched on email or phone, and prepare the resolver query. Raises :class:`ResolveProblem`."""
+    settings = config.resolver_settings()
+    try:
+        engine = create_warehouse_engine(database_url(config.warehouse.url), read_only=True)
+    except WarehouseError as exc:
+        raise ResolveProblem("warehouse.url", str(exc)) from None
+    assert config.state.url is not None  # the loader fills in the default
+    try:
+        state = create_state_engine(database_url(config.state.url))
+        migrate(state)
+    except (StateError, SQLAlchemyError) as exc:
+        message = driver_message(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+        engine.dispose()
+        raise ResolveProblem("state.url", message) from None
+    workers = _phone_workers()
+    try:
+        with engine.connect() as conn:
+            catalog = WarehouseCatalog(conn)
+            try:
+                _, kinds = describe(catalog, config.source)
+            except WarehouseError as exc:
+                raise ResolveProblem(origin_key("source", config.source), str(exc)) from None
+            try:
+                query = build_resolver_query(settings, kinds, clock, only_key=only_key)
+            except RuleError as exc:
+                raise ResolveProblem(exc.path, exc.message) from None
+            emails = EmailNormaliser()
+            phones = PhoneNormaliser(config.source.phone_region, SqlIdentityCache(state), workers)
+            listed = _suppression_lists(config, conn, emails, phones)
+            resolver = Resolver(settings, query, phones, listed, emails)
+            source_key = origin_key("source", config.source)
+            yield Resolution(
+                clock=clock, query=query, resolver=resolver, conn=conn, source_key=source_key, kinds=kinds
+            )
+    finally:
+        if workers is not None:
+            workers.shutdown(cancel_futures=True)
+        engine.dispose()
+        state.dispose()
+
+
+def _phone_workers() -> ProcessPoolExecutor | None:
+    """Worker processes for phones never seen before (started only when a batch needs them).
+
+    Forked, so they need no importable ``__main__`` (spawn would re-run the caller's script);
+    where fork is unavailable, phones are checked in this process.
+    """
+    cores = os.cpu_count() or 1
+    if "fork" not in multiprocessing.get_all_start_methods() or cores < 2:
+        return None
+    return ProcessPoolExecutor(max_workers=cores, mp_context=multiprocessing.get_context("fork"))
+
+
+def _suppression_lists(
+    config: AppConfig, conn: Connection, emails: EmailNormaliser, phones: PhoneNormaliser
+) -> dict[str, IdentifierIndex]:
+    """An index per identifier kind of every suppression source matched on email or phone."""
+    entries: dict[str, list[Iterator[tuple[str, int]]]] = {"email": [], "phone": []}
+    for i, suppression in enumerate(config.suppressions):
+        if suppression.match_on == "key":
+            continue
+        try:
+            values = [row[0] for row in stream_rows(conn, suppression_values_query(suppression, i))]
+        except SQLAlchemyError as exc:
+            key = origin_key(f"suppressions[{i}]", suppression)
+            raise ResolveProblem(key, driver_message(exc)) from None
+        entries[suppression.match_on].append(
+            suppression_entries(values, 1 << i, suppression.match_on, emails, phones)
+        )
+    return {kind: IdentifierIndex(itertools.chain(*parts)) for kind, parts in entries.items() if parts}
+
+
+def preview(config: AppConfig, clock: datetime) -> Preview:
+    """Resolve every customer and count the outcome, without sending anything."""
+    summary = Preview.empty(clock, config.assignment.mode, [(p.name, p.negative) for p in config.personas])
+    with open_resolution(config, clock) as run:
+        for assignment in run.assignments():
+            summary.add(assignment)
+    return summary
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """``personas explain``: one customer's assignment and every persona's evaluated rules."""
+
+    clock: datetime
+    assignment: Assignment
+    personas: list[PersonaExplanation]
+
+
+def explain(config: AppConfig, clock: datetime, key: str) -> Explanation:
+    """Resolve one customer and evaluate each persona's rule tree for them.
+
+    Raises :class:`ResolveProblem` when no customer has ``key``.
+    """
+    settings = config.resolver_settings()
+    with open_resolution(config, clock, only_key=key) as run:
+        found = list(run.assignments())
+        if not found:
+            raise ResolveProblem(config.source.key, f"no customer with key {key!r} in the source")
+        statement = explain_statement(settings, run.kinds, clock, key)
+        try:
+            mapping = dict(run.conn.execute(statement).mappings().one())
+        except SQLAlchemyError as exc:
+            raise ResolveProblem(run.source_key, driver_message(exc)) from None
+    return Explanation(clock, found[0], read_explanation(settings, mapping, found[0]))
 
 
 def _destination_checks(config: AppConfig) -> list[Check]:

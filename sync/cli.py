@@ -7,13 +7,15 @@ operator for a problem they can fix (bad config, unreachable warehouse).
 from __future__ import annotations
 
 import importlib.metadata
-from datetime import date, datetime, timezone
+import json
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import NoReturn
 
 import typer
 
 from sync import app as api
+from sync import render
 from sync.config import AppConfig
 from sync.config_loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from sync.exit_codes import ExitCode
@@ -139,6 +141,76 @@ def _parse_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         _fail(f"--as-of: not a date in YYYY-MM-DD form: {text!r}", ExitCode.CONFIG)
+
+
+personas_cli = typer.Typer(
+    help="See which personas customers get, and why, without sending anything.", no_args_is_help=True
+)
+cli.add_typer(personas_cli, name="personas")
+
+FORMAT_OPTION = typer.Option("table", "--format", help="'table' for people, 'json' for scripts.")
+AS_OF_OPTION = typer.Option(
+    None,
+    "--as-of",
+    help="Evaluate relative-day rules as of this date (YYYY-MM-DD) instead of now.",
+    show_default=False,
+)
+
+
+def _clock(as_of: str | None) -> datetime:
+    if as_of is None:
+        return datetime.now(timezone.utc)
+    return datetime.combine(_parse_date(as_of), time.min, tzinfo=timezone.utc)
+
+
+def _check_format(output_format: str) -> None:
+    if output_format not in ("table", "json"):
+        _fail(f"--format: expected 'table' or 'json', got {output_format!r}", ExitCode.CONFIG)
+
+
+@personas_cli.command("preview")
+def personas_preview(
+    config: Path = CONFIG_OPTION, output_format: str = FORMAT_OPTION, as_of: str = AS_OF_OPTION
+) -> None:
+    """Count members, holdouts and per-channel eligibility for every persona.
+
+    Runs the resolver query in the warehouse (read-only); sends nothing.
+    """
+    _check_format(output_format)
+    app_config = _load(config)
+    redact = Redactor(secrets_in(app_config))
+    try:
+        result = api.preview(app_config, _clock(as_of))
+    except api.ResolveProblem as exc:
+        _fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
+    if output_format == "json":
+        typer.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        render.preview_table(result, render.wide_console())
+
+
+@personas_cli.command("explain")
+def personas_explain(
+    key: str = typer.Argument(..., help="The customer's key, as in the source's key column."),
+    config: Path = CONFIG_OPTION,
+    output_format: str = FORMAT_OPTION,
+    as_of: str = AS_OF_OPTION,
+) -> None:
+    """Show, for one customer, each persona's rules with their values, the winner and why.
+
+    Also shows the holdout status and, per channel, consent and suppression reasons.
+    """
+    _check_format(output_format)
+    app_config = _load(config)
+    redact = Redactor(secrets_in(app_config))
+    try:
+        result = api.explain(app_config, _clock(as_of), key)
+    except api.ResolveProblem as exc:
+        _fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
+    if output_format == "json":
+        typer.echo(json.dumps(render.explanation_json(result), indent=2))
+    else:
+        render.explanation_tree(result, render.wide_console())
 
 
 def main() -> None:

@@ -11,27 +11,28 @@ from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     SecretStr,
     Tag,
     field_validator,
-    model_validator,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from personas.model import TAG_SAFE_PATTERN, Channel
-from personas.rules import Rule, suggest
-
-
-class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from personas.config import (
+    AssignmentConfig,
+    ConsentConfig,
+    PersonaConfig,
+    ResolverSettings,
+    SourceConfig,
+    StrictModel,
+    SuppressionConfig,
+    TagSafeName,
+)
+from personas.model import Channel
+from personas.rules import suggest
 
 
 def _check_database_url(url: SecretStr) -> SecretStr:
@@ -48,14 +49,6 @@ def _check_database_url(url: SecretStr) -> SecretStr:
 
 DatabaseUrl = Annotated[SecretStr, AfterValidator(_check_database_url)]
 """A SQLAlchemy URL. Kept secret because it usually carries a password."""
-
-TagSafeName = Annotated[
-    str,
-    Field(
-        pattern=TAG_SAFE_PATTERN,
-        description="Lower-case letters, digits, '_' or '-', starting with a letter (max 63).",
-    ),
-]
 
 
 def database_url(url: SecretStr) -> URL:
@@ -77,61 +70,6 @@ class StateConfig(StrictModel):
         default=None,
         description="SQLAlchemy URL of the state store; default: personasync-state.db beside the config.",
     )
-
-
-class _TableOrQuery(StrictModel):
-    table: str | None = Field(
-        default=None, min_length=1, description="Table or view name, optionally 'schema.table'."
-    )
-    query: str | None = Field(
-        default=None, min_length=1, description="A SELECT statement used as the source instead."
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> _TableOrQuery:
-        if (self.table is None) == (self.query is None):
-            raise ValueError("set exactly one of 'table' or 'query'")
-        return self
-
-
-class SourceConfig(_TableOrQuery):
-    key: str = Field(min_length=1, description="Column that uniquely identifies a customer.")
-    email: str | None = Field(default=None, min_length=1, description="Column holding the email address.")
-    phone: str | None = Field(default=None, min_length=1, description="Column holding the phone number.")
-
-
-GrantedValue = bool | int | str
-DEFAULT_GRANTED_VALUES: Final[tuple[GrantedValue, ...]] = (True, 1, "yes", "true", "opted_in")
-
-
-class ChannelConsentConfig(StrictModel):
-    column: str = Field(min_length=1, description="Source column recording consent for the channel.")
-    granted_values: list[GrantedValue] = Field(
-        default_factory=lambda: list(DEFAULT_GRANTED_VALUES),
-        min_length=1,
-        description="Values that mean consent was granted; NULL and anything else mean not granted.",
-    )
-
-
-class ConsentConfig(StrictModel):
-    email: ChannelConsentConfig | None = Field(default=None, description="Email marketing consent.")
-    sms: ChannelConsentConfig | None = Field(default=None, description="SMS marketing consent.")
-    crm: ChannelConsentConfig | None = Field(default=None, description="Optional consent for CRM sync.")
-
-
-class SuppressionConfig(_TableOrQuery):
-    match_on: Literal["key", "email", "phone"] = Field(
-        description="Which customer identifier the suppression rows carry."
-    )
-    column: str = Field(min_length=1, description="Column of the table/query holding that identifier.")
-    channels: list[Channel] = Field(min_length=1, description="Channels the suppression applies to.")
-    reason: TagSafeName = Field(description="Reason recorded for suppressed customers, e.g. 'unsubscribed'.")
-
-
-class PersonaConfig(StrictModel):
-    name: TagSafeName = Field(description="Persona name, used as the tag value.")
-    description: str = Field(default="", description="What the persona means, for marketers.")
-    rules: Rule = Field(description="Eligibility rule tree (all / any / not / comparisons / sql).")
 
 
 class DestinationBase(StrictModel):
@@ -188,6 +126,9 @@ class AppConfig(StrictModel):
     suppressions: list[SuppressionConfig] = Field(
         default_factory=list, description="Suppression sources; a match always wins over a persona."
     )
+    assignment: AssignmentConfig = Field(
+        default_factory=AssignmentConfig, description="How matching personas become tags; holdouts."
+    )
     personas: list[PersonaConfig] = Field(default_factory=list, description="Personas in priority order.")
     destinations: list[Annotated[DestinationConfig, BeforeValidator(_check_destination_type)]] = Field(
         default_factory=list, description="Where persona tags and suppressions are sent."
@@ -210,3 +151,13 @@ class AppConfig(StrictModel):
         if dupes:
             raise ValueError(f"duplicate destination name(s): {', '.join(dupes)}")
         return destinations
+
+    def resolver_settings(self) -> ResolverSettings:
+        """The persona-side sections, as the resolver takes them."""
+        return ResolverSettings(
+            source=self.source,
+            consent=self.consent,
+            suppressions=tuple(self.suppressions),
+            personas=tuple(self.personas),
+            assignment=self.assignment,
+        )

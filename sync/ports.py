@@ -6,7 +6,9 @@ Declared here so that ``sync/`` and ``personas/`` never import a concrete connec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
+
+import sqlalchemy as sa
 
 
 class SourceError(Exception):
@@ -29,4 +31,8 @@ class Catalog(Protocol):
 
     def table_names(self, schema: str | None) -> list[str]:
         """Tables and views in ``schema`` (or the default schema), for did-you-mean hints."""
+        ...
+
+    def probe(self, statement: sa.Select[Any]) -> None:
+        """Have the warehouse plan ``statement`` without returning rows; raises SourceError."""
         ...

@@ -14,8 +14,10 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from personas.compile import RuleError, RuleScope, compile_rule
-from personas.rules import suggest
-from sync.config import AppConfig, SourceConfig, SuppressionConfig
+from personas.config import SourceConfig, SuppressionConfig
+from personas.query import from_table_or_query
+from personas.rules import has_sql, suggest
+from sync.config import AppConfig
 from sync.ports import Catalog, SourceError
 
 
@@ -36,6 +38,8 @@ def source_column_references(config: AppConfig) -> Iterator[tuple[str, str]]:
         yield "source.email", source.email
     if source.phone:
         yield "source.phone", source.phone
+    if source.phone_country:
+        yield "source.phone_country", source.phone_country
     for channel in ("email", "sms", "crm"):
         consent = getattr(config.consent, channel)
         if consent is not None:
@@ -57,17 +61,30 @@ def check_references(
     return problems
 
 
-def check_persona_rules(config: AppConfig, columns: Mapping[str, str], now: datetime) -> list[Check]:
+def check_persona_rules(
+    config: AppConfig, columns: Mapping[str, str], now: datetime, catalog: Catalog | None = None
+) -> list[Check]:
     """Compile every persona's rules against the source's columns: missing columns and
-    values of the wrong type (a text compared with ``>`` to a number column) are problems."""
-    source = sa.table("source", *(sa.column(name) for name in columns))
-    scope = RuleScope(source=source, kinds=columns, now=now)
+    values of the wrong type (a text compared with ``>`` to a number column) are problems.
+    With a ``catalog``, rules holding raw ``sql`` are also planned by the warehouse."""
+    source = config.source
+    src = from_table_or_query(source.table, source.query, list(columns), "src")
+    scope = RuleScope(source=src, kinds=columns, now=now)
     problems = []
     for i, persona in enumerate(config.personas):
+        path = f"personas[{i}].rules"
         try:
-            compile_rule(persona.rules, scope, f"personas[{i}].rules")
+            expression = compile_rule(persona.rules, scope, path)
         except RuleError as exc:
             problems.append(Check(False, exc.path, f"{exc.message} (persona {persona.name!r})"))
+            continue
+        if catalog is not None and has_sql(persona.rules):
+            try:
+                catalog.probe(sa.select(expression))
+            except SourceError as exc:
+                problems.append(
+                    Check(False, path, f"the warehouse rejects the rule: {exc} (persona {persona.name!r})")
+                )
     return problems
 
 
@@ -95,7 +112,7 @@ def validate_against(config: AppConfig, catalog: Catalog, now: datetime) -> list
         checks.append(Check(False, key, _with_table_hint(str(exc), config.source, catalog)))
     else:
         problems = check_references(list(source_column_references(config)), columns, f"source {where}")
-        problems += check_persona_rules(config, columns, now)
+        problems += check_persona_rules(config, columns, now, catalog)
         checks.extend(problems)
         if not problems:
             checks.append(

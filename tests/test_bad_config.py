@@ -607,6 +607,61 @@ CASES: list[Case] = [
         swap(NEW_CUSTOMER_RULES, "rules = { all = [] }"),
         absent=("after validation",),
     ),
+    # --- resolver settings ---------------------------------------------------------------
+    Case(
+        "holdout-over-50",
+        "personas[1].holdout_percent",
+        "less than or equal to 50",
+        swap(NEW_CUSTOMER_RULES, NEW_CUSTOMER_RULES + "\nholdout_percent = 60"),
+    ),
+    Case(
+        "holdout-negative-number",
+        "personas[1].holdout_percent",
+        "greater than or equal to 0",
+        swap(NEW_CUSTOMER_RULES, NEW_CUSTOMER_RULES + "\nholdout_percent = -5"),
+    ),
+    Case(
+        "negative-persona-with-holdout",
+        "personas[1]",
+        "a negative persona cannot have a holdout",
+        swap(NEW_CUSTOMER_RULES, NEW_CUSTOMER_RULES + "\nnegative = true\nholdout_percent = 10"),
+    ),
+    Case(
+        "persona-bad-channel",
+        "personas[1].channels[0]",
+        "must be 'email', 'sms' or 'crm' (got 'text')",
+        swap(NEW_CUSTOMER_RULES, NEW_CUSTOMER_RULES + '\nchannels = ["text"]'),
+    ),
+    Case(
+        "assignment-mode-typo",
+        "assignment.mode",
+        "'first_match' or 'all_matches' (got 'first')",
+        append='\n[assignment]\nmode = "first"\n',
+    ),
+    Case(
+        "phone-region-unknown",
+        "source.phone_region",
+        "unknown phone region 'UK' (did you mean",
+        swap('phone = "phone"', 'phone = "phone"\nphone_region = "UK"'),
+    ),
+    Case(
+        "phone-country-column-missing",
+        "source.phone_country",
+        "column 'contry' not found in source table 'customers' (did you mean 'country'?)",
+        swap('phone = "phone"', 'phone = "phone"\nphone_country = "contry"'),
+    ),
+    Case(
+        "on-duplicate-email-typo",
+        "source.on_duplicate_email",
+        "'first_by_key' or 'error'",
+        swap('phone = "phone"', 'phone = "phone"\non_duplicate_email = "first"'),
+    ),
+    Case(
+        "sql-rule-fails-in-warehouse",
+        "personas[1].rules",
+        "no such column: nope",
+        swap(NEW_CUSTOMER_RULES, 'rules = { sql = "nope > 3" }'),
+    ),
     # --- destinations and channels ------------------------------------------------------
     Case(
         "destination-type-typo",

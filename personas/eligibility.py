@@ -1,0 +1,67 @@
+"""Pure decisions per customer: consent values, holdout membership, channel status.
+
+Precedence, strongest first: a suppression source, a negative persona, missing consent,
+an unusable identifier. Every reason that applies is kept, in that order, so the preview
+and ``explain`` can say all of why a channel is closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Final
+
+from personas.model import ChannelStatus
+
+HOLDOUT_BUCKETS: Final = 10_000  # holdout_percent has a resolution of 0.01 %
+
+
+def consent_token(value: object) -> str | None:
+    """A comparable form of a consent value: text trimmed and lower-cased, numbers as digits.
+
+    ``True`` is ``"true"`` and ``1`` is ``"1"``: a column may hold either, so list both in
+    ``granted_values`` (the default does).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (float, Decimal)) and value == int(value):
+        return str(int(value))
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    return str(value).strip().lower()
+
+
+def granted_tokens(values: Iterable[object]) -> frozenset[str]:
+    return frozenset(token for token in map(consent_token, values) if token is not None)
+
+
+def holdout_bucket(salt: str, persona: str, key: str) -> int:
+    """A bucket in ``[0, 10000)`` from a hash of (salt, persona, key): the same on every machine."""
+    digest = hashlib.blake2b(f"{salt}\x1f{persona}\x1f{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % HOLDOUT_BUCKETS
+
+
+def in_holdout(salt: str, persona: str, key: str, percent: float) -> bool:
+    """Whether ``key`` is in ``persona``'s holdout group of ``percent`` per cent."""
+    if percent <= 0:
+        return False
+    return holdout_bucket(salt, persona, key) < round(percent * HOLDOUT_BUCKETS / 100)
+
+
+class StatusInterner:
+    """Shares one :class:`ChannelStatus` object per distinct outcome; a run has only a few."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[tuple[str, ...], bool], ChannelStatus] = {}
+
+    def status(self, suppression: list[str], consent: list[str], identity: list[str]) -> ChannelStatus:
+        reasons = (*suppression, *consent, *identity)
+        suppressed = bool(suppression)
+        known = self._known.get((reasons, suppressed))
+        if known is None:
+            known = ChannelStatus(eligible=not reasons, reasons=reasons, suppressed=suppressed)
+            self._known[(reasons, suppressed)] = known
+        return known

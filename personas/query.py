@@ -1,0 +1,124 @@
+"""The one warehouse query per run, built as a SQLAlchemy Core value (no I/O here).
+
+It returns, per customer and ordered by key, only what the resolver needs: the key, the
+raw email, phone and phone country, the consent columns, one never-NULL boolean per persona (the rules
+compiled to SQL), one EXISTS per suppression source matched on the key, and whether
+another customer with a lower key has the same email. Suppression sources matched on
+email or phone are read separately (:func:`suppression_values_query`) because matching
+them needs the same normalisation as the customer's identifiers, which SQL cannot do for
+phone numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from personas.compile import RuleScope, compile_rule
+from personas.config import ResolverSettings, SuppressionConfig
+from personas.model import CHANNELS, Channel
+
+
+def split_table_name(table: str) -> tuple[str | None, str]:
+    """``"schema.table"`` -> ``("schema", "table")``; ``"table"`` -> ``(None, "table")``."""
+    schema, _, name = table.rpartition(".")
+    return (schema or None), name
+
+
+def from_table_or_query(
+    table: str | None, query: str | None, columns: list[str], alias: str
+) -> sa.FromClause:
+    """A selectable over a config's ``table`` or ``query`` exposing ``columns``."""
+    if table is not None:
+        schema, name = split_table_name(table)
+        return sa.table(name, *(sa.column(c) for c in columns), schema=schema).alias(alias)
+    assert query is not None  # the config model guarantees one of the two
+    text = sa.text(query.strip().rstrip(";"))
+    return text.columns(*(sa.column(c) for c in columns)).subquery(alias)
+
+
+@dataclass(frozen=True)
+class ResolverQuery:
+    """The statement and where each value sits in its rows."""
+
+    statement: sa.Select[Any]
+    consent_index: Mapping[Channel, int]
+    persona_index: tuple[int, ...]  # one per persona, in config order
+    key_suppression_index: Mapping[int, int]  # suppression position in config -> row index
+    duplicate_email_index: int | None
+
+
+KEY, EMAIL, PHONE, PHONE_COUNTRY = 0, 1, 2, 3
+
+
+def build_resolver_query(
+    settings: ResolverSettings, kinds: Mapping[str, str], now: datetime, *, only_key: str | None = None
+) -> ResolverQuery:
+    """The resolver's single SELECT. ``kinds`` are the source's columns and their kinds.
+
+    Raises :class:`~personas.compile.RuleError` when a rule does not fit the source.
+    ``only_key`` restricts the result to one customer (for ``personas explain``), after
+    duplicate emails are ranked over the whole source.
+    """
+    source_cfg = settings.source
+    src = from_table_or_query(source_cfg.table, source_cfg.query, list(kinds), "src")
+    key = src.c[source_cfg.key]
+    null = sa.null()
+    selected: list[ColumnElement[Any]] = [
+        key.label("k"),
+        (src.c[source_cfg.email] if source_cfg.email else null).label("email"),
+        (src.c[source_cfg.phone] if source_cfg.phone else null).label("phone"),
+        (src.c[source_cfg.phone_country] if source_cfg.phone_country else null).label("phone_country"),
+    ]
+    consent_index: dict[Channel, int] = {}
+    for channel in CHANNELS:
+        consent = getattr(settings.consent, channel)
+        if consent is not None:
+            consent_index[channel] = len(selected)
+            selected.append(src.c[consent.column].label(f"consent_{channel}"))
+    scope = RuleScope(source=src, kinds=kinds, now=now)
+    persona_index = []
+    for i, persona in enumerate(settings.personas):
+        persona_index.append(len(selected))
+        selected.append(compile_rule(persona.rules, scope, f"personas[{i}].rules").label(f"persona_{i}"))
+    key_suppression_index = {}
+    for i, suppression in enumerate(settings.suppressions):
+        if suppression.match_on == "key":
+            key_suppression_index[i] = len(selected)
+            selected.append(_key_match(suppression, key, i).label(f"suppressed_{i}"))
+    duplicate_email_index = None
+    if source_cfg.email:
+        email = src.c[source_cfg.email]
+        rank = sa.func.row_number().over(partition_by=sa.func.lower(sa.func.trim(email)), order_by=key)
+        duplicate_email_index = len(selected)
+        selected.append((rank > 1).label("duplicate_email"))
+    statement: sa.Select[Any] = sa.select(*selected)
+    if only_key is not None:
+        inner = statement.subquery("resolved")
+        statement = sa.select(*inner.c).where(sa.cast(inner.c.k, sa.String) == only_key)
+    else:
+        statement = statement.order_by(key)
+    return ResolverQuery(
+        statement=statement,
+        consent_index=consent_index,
+        persona_index=tuple(persona_index),
+        key_suppression_index=key_suppression_index,
+        duplicate_email_index=duplicate_email_index,
+    )
+
+
+def _key_match(suppression: SuppressionConfig, key: ColumnElement[object], i: int) -> ColumnElement[bool]:
+    listed = from_table_or_query(suppression.table, suppression.query, [suppression.column], f"sup_{i}")
+    return sa.exists().where(listed.c[suppression.column] == key)
+
+
+def suppression_values_query(suppression: SuppressionConfig, i: int) -> sa.Select[tuple[object]]:
+    """The identifiers listed by an email- or phone-matched suppression source."""
+    listed = from_table_or_query(suppression.table, suppression.query, [suppression.column], f"sup_{i}")
+    column = listed.c[suppression.column]
+    return sa.select(column).where(column.is_not(None))

@@ -1,0 +1,315 @@
+"""Rows of the resolver query -> one :class:`Assignment` per customer, streamed.
+
+The caller runs :func:`personas.query.build_resolver_query` in the warehouse and passes the
+rows in (ordered by key); this module does no I/O of its own. Memory stays bounded: rows
+are handled a chunk at a time, and suppression lists matched on email or phone are kept
+as sorted 64-bit hashes (16 bytes per listed identifier).
+
+A phone suppression matches on the E.164 number and also on the exact digits typed, so
+an opt-out recorded in national format is honoured even when its country cannot be told.
+
+Problems that must stop a run (duplicate or NULL keys; duplicate emails when
+``on_duplicate_email = "error"``) are raised as :class:`ResolveError` once the stream
+ends, with a count and examples. Consumers must therefore finish the stream before
+acting on any assignment; the sync engine plans the whole run before sending anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from personas.config import ResolverSettings
+from personas.eligibility import StatusInterner, consent_token, granted_tokens, in_holdout
+from personas.identity import EmailNormaliser, Normalised, PhoneNormaliser, phone_digits, region_of
+from personas.model import (
+    CHANNELS,
+    CONSENT_NOT_CONFIGURED,
+    DUPLICATE_EMAIL,
+    NEGATIVE_PERSONA_PREFIX,
+    NO_CONSENT,
+    Assignment,
+    Channel,
+    ChannelStatus,
+)
+from personas.query import EMAIL, KEY, PHONE, PHONE_COUNTRY, ResolverQuery
+
+T = TypeVar("T")
+_UNSEEN: Final = "\x00unseen"
+CHUNK_SIZE: Final = 5_000
+MAX_EXAMPLES: Final = 5
+CONSENT_REQUIRED: Final[frozenset[Channel]] = frozenset({"email", "sms"})  # CRM consent is optional
+
+
+class IdentifierIndex:
+    """Normalised identifiers -> bitmask of the suppression sources listing them.
+
+    Stored as sorted 64-bit hashes with a parallel array of masks. A hash collision could
+    only make a customer look suppressed when they are not (the safe direction), and with
+    64-bit hashes it is vanishingly rare.
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, int]]) -> None:
+        masks: dict[int, int] = {}
+        for value, bit in entries:
+            digest = hash(value)
+            masks[digest] = masks.get(digest, 0) | bit
+        ordered = sorted(masks.items())
+        self._hashes = array("q", (digest for digest, _ in ordered))
+        self._masks = array("Q", (mask for _, mask in ordered))
+
+    def mask(self, value: str) -> int:
+        wanted = hash(value)
+        i = bisect.bisect_left(self._hashes, wanted)
+        return self._masks[i] if i < len(self._hashes) and self._hashes[i] == wanted else 0
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+
+def suppression_entries(
+    raw_values: Iterable[object],
+    bit: int,
+    match_on: str,
+    emails: EmailNormaliser,
+    phones: PhoneNormaliser,
+) -> Iterator[tuple[str, int]]:
+    """``(identifier, bit)`` for a suppression source's raw values, normalised like customers'."""
+    for chunk in _chunks(raw_values, CHUNK_SIZE):
+        texts = [None if value is None else str(value) for value in chunk]
+        if match_on == "email":
+            for value, _ in map(emails, texts):
+                if value is not None:
+                    yield value, bit
+            continue
+        answers = phones.batch((text, phones.region) for text in texts)
+        for text in texts:
+            if text is None:
+                continue
+            value, _ = answers[(text, phones.region)]
+            if value is not None:
+                yield value, bit
+            yield phone_digits(text), bit
+
+
+class ResolveError(Exception):
+    """The source cannot be resolved safely; nothing may be sent."""
+
+
+@dataclass
+class ResolveCounts:
+    """Counts the resolver keeps while streaming, for the preview and for errors."""
+
+    duplicate_keys: int = 0
+    duplicate_key_examples: list[str] = field(default_factory=list)
+    null_keys: int = 0
+    duplicate_emails: int = 0
+    duplicate_email_examples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    channels: Mapping[Channel, ChannelStatus]
+    tags: Mapping[Channel, tuple[str, ...]]
+
+
+# What decides a customer's channels: suppression mask, negative personas, consent per
+# channel, email problem, phone problem, tagged personas. Few distinct values per run.
+_Signature = tuple[int, tuple[str, ...], tuple[bool, ...], str | None, str | None, tuple[str, ...]]
+
+
+class Resolver:
+    """Turns resolver-query rows into assignments. One instance per run."""
+
+    def __init__(
+        self,
+        settings: ResolverSettings,
+        query: ResolverQuery,
+        phones: PhoneNormaliser,
+        listed: Mapping[str, IdentifierIndex],
+        emails: EmailNormaliser | None = None,
+    ) -> None:
+        """``listed`` maps "email" / "phone" to the index of suppression sources matched on it,
+        each source flagged by bit ``1 << position in the config``."""
+        self._settings = settings
+        self._query = query
+        self._phones = phones
+        self._emails = emails or EmailNormaliser()
+        self._email_index = listed.get("email")
+        self._phone_index = listed.get("phone")
+        self._salt = settings.assignment.holdout_salt
+        self._first_match = settings.assignment.mode == "first_match"
+        self._consent_columns = [
+            (
+                channel,
+                query.consent_index[channel],
+                granted_tokens(getattr(settings.consent, channel).granted_values),
+            )
+            for channel in CHANNELS
+            if channel in query.consent_index
+        ]
+        self._key_flags = [(1 << i, index) for i, index in query.key_suppression_index.items()]
+        self._personas = [
+            (p.name, p.negative, p.holdout_percent, index)
+            for p, index in zip(settings.personas, query.persona_index, strict=True)
+        ]
+        self._outcomes: dict[_Signature, _Outcome] = {}
+        self._tokens: dict[tuple[type, object], str | None] = {}
+        self._statuses = StatusInterner()
+        self.counts = ResolveCounts()
+
+    def assignments(self, rows: Iterable[Sequence[object]]) -> Iterator[Assignment]:
+        """One assignment per row, in row order; raises :class:`ResolveError` at the end if the
+        source had duplicate or NULL keys (or duplicate emails in ``error`` mode)."""
+        region = self._phones.region
+        previous_key: object = None
+        for chunk in _chunks(rows, CHUNK_SIZE):
+            requests = [(_text(row[PHONE]), region_of(row[PHONE_COUNTRY], region)) for row in chunk]
+            phones = self._phones.batch(requests)
+            for row, request in zip(chunk, requests, strict=True):
+                raw_key = row[KEY]
+                if raw_key is None:
+                    self.counts.null_keys += 1
+                    continue
+                if raw_key == previous_key:
+                    self._note_duplicate_key(str(raw_key))
+                    continue
+                previous_key = raw_key
+                yield self._assign(row, str(raw_key), phones[request])
+        self._raise_if_unsafe()
+
+    def _assign(self, row: Sequence[object], key: str, phone_result: Normalised) -> Assignment:
+        email, email_problem = self._emails(_text(row[EMAIL]))
+        duplicate_index = self._query.duplicate_email_index
+        if email is not None and duplicate_index is not None and row[duplicate_index]:
+            email_problem = DUPLICATE_EMAIL
+            self._note_duplicate_email(key)
+        phone, phone_problem = phone_result
+
+        mask = 0
+        for bit, index in self._key_flags:
+            if row[index]:
+                mask |= bit
+        if email is not None and self._email_index is not None:
+            mask |= self._email_index.mask(email)
+        if self._phone_index is not None and row[PHONE] is not None:
+            if phone is not None:
+                mask |= self._phone_index.mask(phone)
+            mask |= self._phone_index.mask(phone_digits(str(row[PHONE])))
+
+        personas: list[str] = []
+        holdouts: list[str] = []
+        negative: list[str] = []
+        for name, is_negative, holdout_percent, index in self._personas:
+            if not row[index]:
+                continue
+            if is_negative:
+                negative.append(name)
+            elif self._first_match and (personas or holdouts):
+                continue
+            elif in_holdout(self._salt, name, key, holdout_percent):
+                holdouts.append(name)
+            else:
+                personas.append(name)
+        if negative:
+            personas, holdouts = [], []
+
+        consent = tuple(self._granted(row[index], granted) for _, index, granted in self._consent_columns)
+        signature = (mask, tuple(negative), consent, email_problem, phone_problem, tuple(personas))
+        outcome = self._outcomes.get(signature) or self._decide(signature)
+        return Assignment(
+            key=key,
+            email=email,
+            phone=phone,
+            personas=tuple(personas),
+            holdouts=tuple(holdouts),
+            negative=tuple(negative),
+            channels=outcome.channels,
+            tags=outcome.tags,
+        )
+
+    def _granted(self, value: object, granted: frozenset[str]) -> bool:
+        # Consent columns hold a handful of distinct values; remember each one's token.
+        # Keyed with the type, as True == 1 in Python but they are different tokens.
+        memo_key = (type(value), value)
+        token = self._tokens.get(memo_key, _UNSEEN)
+        if token is _UNSEEN:
+            token = self._tokens[memo_key] = consent_token(value)
+        return token in granted
+
+    def _decide(self, signature: _Signature) -> _Outcome:
+        """Each channel's status and tags for one combination of facts (then remembered).
+
+        Precedence: suppression sources, negative personas, consent, identifiers.
+        """
+        mask, negative, consent, email_problem, phone_problem, personas = signature
+        granted = {channel: ok for (channel, _, _), ok in zip(self._consent_columns, consent, strict=True)}
+        statuses: dict[Channel, ChannelStatus] = {}
+        tags: dict[Channel, tuple[str, ...]] = {}
+        for channel in CHANNELS:
+            suppression = [
+                s.reason
+                for i, s in enumerate(self._settings.suppressions)
+                if mask & (1 << i) and channel in s.channels
+            ]
+            suppression += [
+                NEGATIVE_PERSONA_PREFIX + p.name
+                for p in self._settings.personas
+                if p.name in negative and channel in p.channels
+            ]
+            if channel not in granted:
+                consent_reasons = [CONSENT_NOT_CONFIGURED] if channel in CONSENT_REQUIRED else []
+            else:
+                consent_reasons = [] if granted[channel] else [NO_CONSENT]
+            problem = email_problem if channel == "email" else phone_problem if channel == "sms" else None
+            status = self._statuses.status(suppression, consent_reasons, [problem] if problem else [])
+            statuses[channel] = status
+            allowed = {p.name for p in self._settings.personas if channel in p.channels}
+            tags[channel] = tuple(p for p in personas if p in allowed) if status.eligible else ()
+        outcome = _Outcome(channels=statuses, tags=tags)
+        self._outcomes[signature] = outcome
+        return outcome
+
+    def _note_duplicate_key(self, key: str) -> None:
+        self.counts.duplicate_keys += 1
+        if len(self.counts.duplicate_key_examples) < MAX_EXAMPLES:
+            self.counts.duplicate_key_examples.append(key)
+
+    def _note_duplicate_email(self, key: str) -> None:
+        self.counts.duplicate_emails += 1
+        if len(self.counts.duplicate_email_examples) < MAX_EXAMPLES:
+            self.counts.duplicate_email_examples.append(key)
+
+    def _raise_if_unsafe(self) -> None:
+        counts, key = self.counts, self._settings.source.key
+        problems = []
+        if counts.null_keys:
+            problems.append(f"{counts.null_keys} row(s) have a NULL in the key column {key!r}")
+        if counts.duplicate_keys:
+            examples = ", ".join(counts.duplicate_key_examples)
+            problems.append(
+                f"{counts.duplicate_keys} row(s) repeat a key already seen in column {key!r} "
+                f"(e.g. {examples}); the key must identify one customer"
+            )
+        if self._settings.source.on_duplicate_email == "error" and counts.duplicate_emails:
+            examples = ", ".join(counts.duplicate_email_examples)
+            problems.append(
+                f"{counts.duplicate_emails} customer(s) share an email with a lower key (e.g. keys "
+                f'{examples}); on_duplicate_email = "error" stops the run'
+            )
+        if problems:
+            raise ResolveError("; ".join(problems))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

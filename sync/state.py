@@ -1,0 +1,162 @@
+"""The state store: personasync's own database (SQLite file by default, or PostgreSQL).
+
+Its schema is versioned: each migration is recorded in ``schema_migrations`` when applied,
+and opening the store applies the ones it lacks, in order, each in its own transaction.
+A store written by a newer personasync is refused rather than guessed at.
+
+Today it holds the identity cache (raw identifier -> normalised, so the phone library
+runs once per distinct number); the sync ledger joins it in later migrations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+
+METADATA = sa.MetaData()
+
+SCHEMA_MIGRATIONS = sa.Table(
+    "schema_migrations",
+    METADATA,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.String(40), nullable=False),
+)
+IDENTITY_CACHE = sa.Table(
+    "identity_cache",
+    METADATA,
+    # A 64-bit hash of (namespace, raw): an integer key is the fastest lookup there is; the
+    # stored namespace and raw value are compared on read, so a collision is just a miss.
+    sa.Column("digest", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("namespace", sa.String(100), nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("normalised", sa.Text, nullable=False),  # '' = not a usable identifier
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _create(*tables: sa.Table) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        for table in tables:
+            table.create(conn)
+
+    return apply
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "identity cache", _create(IDENTITY_CACHE)),)
+LOOKUP_BATCH: Final = 2_000  # identifiers per IN (...) lookup; under every driver's limit
+
+
+class StateError(Exception):
+    """The state store cannot be opened or is from a newer personasync."""
+
+
+def create_state_engine(url: URL) -> Engine:
+    """An engine on the state store; a SQLite file (and its folder must exist) is created."""
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        folder = Path(url.database).parent
+        if not folder.is_dir():
+            raise StateError(f"folder {folder} for the state file does not exist")
+    engine = sa.create_engine(url)
+    if url.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
+    cursor.close()
+
+
+def migrate(engine: Engine) -> int:
+    """Apply missing migrations; the schema version the store is now at."""
+    with engine.begin() as conn:
+        SCHEMA_MIGRATIONS.create(conn, checkfirst=True)
+        applied = set(conn.scalars(sa.select(SCHEMA_MIGRATIONS.c.version)))
+    newest = max(m.version for m in MIGRATIONS)
+    unknown = {v for v in applied if v > newest}
+    if unknown:
+        raise StateError(
+            f"the state store has schema version {max(unknown)}, newer than this personasync "
+            f"understands ({newest}); upgrade personasync"
+        )
+    for migration in MIGRATIONS:
+        if migration.version in applied:
+            continue
+        with engine.begin() as conn:
+            migration.apply(conn)
+            conn.execute(
+                SCHEMA_MIGRATIONS.insert().values(
+                    version=migration.version,
+                    name=migration.name,
+                    applied_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                )
+            )
+    return newest
+
+
+class SqlIdentityCache:
+    """:class:`personas.identity.IdentityCache` in the state store."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def lookup(self, namespace: str, raws: Collection[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        table = IDENTITY_CACHE
+        query = sa.select(table.c.namespace, table.c.raw, table.c.normalised).where(
+            table.c.digest.in_(sa.bindparam("digests", expanding=True))
+        )
+        with self._engine.connect() as conn:
+            for batch in _batches([cache_digest(namespace, raw) for raw in raws], LOOKUP_BATCH):
+                for stored_namespace, raw, normalised in conn.execute(query, {"digests": batch}).all():
+                    if stored_namespace == namespace:
+                        found[raw] = normalised
+        return found
+
+    def store(self, namespace: str, normalised: Mapping[str, str]) -> None:
+        rows = [
+            {"digest": cache_digest(namespace, raw), "namespace": namespace, "raw": raw, "normalised": v}
+            for raw, v in normalised.items()
+        ]
+        with self._engine.begin() as conn:
+            conn.execute(_insert_ignoring_duplicates(conn), rows)
+
+
+def cache_digest(namespace: str, raw: str) -> int:
+    """A signed 64-bit hash of (namespace, raw), the same on every machine."""
+    digest = hashlib.blake2b(f"{namespace}\x1f{raw}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _insert_ignoring_duplicates(conn: Connection) -> sa.Insert:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(IDENTITY_CACHE).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(IDENTITY_CACHE).on_conflict_do_nothing()
+    return IDENTITY_CACHE.insert()
+
+
+def _batches(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
