@@ -91,6 +91,7 @@ class Resolution:
     conn: Connection
     source_key: str  # "source.table" or "source.query", for messages
     kinds: Mapping[str, str]  # the source's columns and their kinds
+    phones: PhoneNormaliser
 
     def assignments(self) -> Iterator[Assignment]:
         try:
@@ -143,7 +144,13 @@ def open_resolution(
             resolver = Resolver(settings, query, phones, listed, emails)
             source_key = origin_key("source", config.source)
             yield Resolution(
-                clock=clock, query=query, resolver=resolver, conn=conn, source_key=source_key, kinds=kinds
+                clock=clock,
+                query=query,
+                resolver=resolver,
+                conn=conn,
+                source_key=source_key,
+                kinds=kinds,
+                phones=phones,
             )
     finally:
         if workers is not None:
