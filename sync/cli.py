@@ -133,7 +133,26 @@ def demo(
     _render_checks(result.checks, Redactor(), result.config_path)
     if not all(c.ok for c in result.checks):
         raise typer.Exit(int(ExitCode.CONFIG))
-    typer.echo(f"\nNext: personasync validate --config {result.config_path}")
+    typer.echo("")
+    clock = datetime.combine(result.spec.as_of, time.min, tzinfo=timezone.utc)
+    try:
+        summary = api.preview(_load(result.config_path), clock)
+    except api.ResolveProblem as exc:
+        _fail(f"problem  {result.config_path}: {exc.key}: {exc.message}", ExitCode.CONFIG)
+    render.preview_table(summary, render.wide_console())
+    typer.echo(
+        f"\nNext: personasync personas explain {_first_tagged_key(result.config_path, clock)} "
+        f"--config {result.config_path} --as-of {result.spec.as_of}"
+    )
+
+
+def _first_tagged_key(config_path: Path, clock: datetime) -> str:
+    """A customer worth explaining in the demo: the first one with a persona."""
+    with api.open_resolution(_load(config_path), clock) as run:
+        for assignment in run.assignments():
+            if assignment.personas:
+                return assignment.key
+    return "1"
 
 
 def _parse_date(text: str) -> date:

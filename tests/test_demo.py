@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sqlite3
 from datetime import date
@@ -115,6 +116,36 @@ def test_demo_command_builds_a_valid_setup_and_reuses_it(tmp_path: Path) -> None
     validated = runner.invoke(cli, ["validate", "--config", str(folder / "personasync.toml")])
     assert validated.exit_code == 0, validated.output
     assert "problem" not in validated.output
+
+
+def test_demo_shows_the_preview_and_a_customer_to_explain(tmp_path: Path) -> None:
+    runner = CliRunner()
+    folder = tmp_path / "demo"
+    args = ["demo", "--dir", str(folder), "--customers", "500", "--seed", "3", "--as-of", "2026-11-22"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "customers 500" in result.output and "serial_refunder (negative)" in result.output
+    suggested = re.search(r"Next: personasync (personas explain .*)", result.output)
+    assert suggested, result.output
+    explained = runner.invoke(cli, suggested.group(1).split())
+    assert explained.exit_code == 0, explained.output
+    assert "assigned" in explained.output and "Channels" in explained.output
+
+    as_json = runner.invoke(cli, ["personas", "preview", "--config", str(folder / "personasync.toml"),
+                                  "--as-of", "2026-11-22", "--format", "json"])  # fmt: skip
+    summary = json.loads(as_json.output)
+    assert summary["customers"] == 500
+    assert sum(p["members"] for p in summary["personas"] if not p["negative"]) == summary["with_persona"]
+
+
+def test_explain_of_an_unknown_key_exits_2(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    CliRunner().invoke(cli, ["demo", "--dir", str(folder), "--customers", "50", "--as-of", "2026-11-22"])
+    result = CliRunner().invoke(
+        cli, ["personas", "explain", "999999", "--config", str(folder / "personasync.toml")]
+    )
+    assert result.exit_code == 2
+    assert "no customer with key '999999'" in result.output
 
 
 def test_demo_rejects_a_bad_date(tmp_path: Path) -> None:

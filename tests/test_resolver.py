@@ -78,7 +78,8 @@ CONFIG: dict[str, Any] = {
         {"name": "champion", "rules": {"all": [
             {"column": "orders", "op": ">=", "value": 5},
             {"column": "last_order", "op": "within_days", "value": 60}]}},
-        {"name": "repeat", "channels": ["email", "crm"], "rules": {"column": "orders", "op": ">=", "value": 2}},
+        {"name": "repeat", "channels": ["email", "crm"],
+         "rules": {"column": "orders", "op": ">=", "value": 2}},
         {"name": "lapsed", "rules": {"column": "last_order", "op": "older_than_days", "value": 365}},
     ],
 }  # fmt: skip
