@@ -15,10 +15,10 @@ class Measurement:
     peak_rss_mb: float
 
 
-def measure(command: list[str]) -> Measurement:
-    """Run ``command`` to completion (raising if it fails) and measure it."""
+def measure(command: list[str], *, quiet: bool = False) -> Measurement:
+    """Run ``command`` to completion (raising if it fails) and measure it; ``quiet`` drops its stdout."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL if quiet else None)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:

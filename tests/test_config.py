@@ -29,6 +29,7 @@ def test_config_example_validates_against_the_demo_warehouse(tmp_path: Path) -> 
     shutil.copy(REPO / "config.example.toml", tmp_path)
     config = load_config(tmp_path / "config.example.toml")
     assert [p.name for p in config.personas] == [
+        "serial_refunder",
         "champion",
         "loyal",
         "new_customer",
