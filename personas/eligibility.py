@@ -1,4 +1,4 @@
-"""Pure decisions per customer: consent values, holdout membership, channel status.
+"""Pure decisions per customer: consent values and holdout membership.
 
 Precedence, strongest first: a suppression source, a negative persona, missing consent,
 an unusable identifier. Every reason that applies is kept, in that order, so the preview
@@ -11,8 +11,6 @@ import hashlib
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Final
-
-from personas.model import ChannelStatus
 
 HOLDOUT_BUCKETS: Final = 10_000  # holdout_percent has a resolution of 0.01 %
 
@@ -49,19 +47,3 @@ def in_holdout(salt: str, persona: str, key: str, percent: float) -> bool:
     if percent <= 0:
         return False
     return holdout_bucket(salt, persona, key) < round(percent * HOLDOUT_BUCKETS / 100)
-
-
-class StatusInterner:
-    """Shares one :class:`ChannelStatus` object per distinct outcome; a run has only a few."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[tuple[str, ...], bool], ChannelStatus] = {}
-
-    def status(self, suppression: list[str], consent: list[str], identity: list[str]) -> ChannelStatus:
-        reasons = (*suppression, *consent, *identity)
-        suppressed = bool(suppression)
-        known = self._known.get((reasons, suppressed))
-        if known is None:
-            known = ChannelStatus(eligible=not reasons, reasons=reasons, suppressed=suppressed)
-            self._known[(reasons, suppressed)] = known
-        return known

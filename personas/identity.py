@@ -137,15 +137,17 @@ def normalise_phones(requests: list[tuple[str, str]]) -> list[Normalised]:
 class PhoneNormaliser:
     """E.164 phones, a batch at a time, through the persistent cache.
 
-    ``executor`` (a process pool) spreads numbers the cache has never seen over the CPU
-    cores: a first run over a million customers is dominated by the phone library.
+    ``executor`` (a pool of ``workers`` processes) spreads numbers the cache has never seen
+    over the CPU cores: a first run over a million customers is dominated by the phone library.
     """
 
-    def __init__(self, region: str, cache: IdentityCache, executor: Executor | None = None) -> None:
+    def __init__(
+        self, region: str, cache: IdentityCache, executor: Executor | None = None, workers: int = 1
+    ) -> None:
         self.region = region
         self._cache = cache
         self._executor = executor
-        self._workers = max(1, getattr(executor, "_max_workers", 1))
+        self._workers = max(1, workers)
         self.library_calls = 0
 
     def batch(self, requests: Iterable[PhoneRequest]) -> dict[PhoneRequest, Normalised]:
@@ -181,22 +183,3 @@ class PhoneNormaliser:
         size = -(-len(misses) // self._workers)
         parts = [misses[i : i + size] for i in range(0, len(misses), size)]
         return [answer for part in self._executor.map(normalise_phones, parts) for answer in part]
-
-
-class MemoryIdentityCache:
-    """An in-memory :class:`IdentityCache` for previews without a state store, and tests."""
-
-    def __init__(self) -> None:
-        self._values: dict[tuple[str, str], str] = {}
-
-    def lookup(self, namespace: str, raws: Collection[str]) -> dict[str, str]:
-        found = {}
-        for raw in raws:
-            value = self._values.get((namespace, raw))
-            if value is not None:
-                found[raw] = value
-        return found
-
-    def store(self, namespace: str, normalised: Mapping[str, str]) -> None:
-        for raw, value in normalised.items():
-            self._values[(namespace, raw)] = value

@@ -51,9 +51,6 @@ class ChannelStatus:
     suppressed: bool = False
 
 
-ELIGIBLE: Final = ChannelStatus(eligible=True)
-
-
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """What the resolver decided for one customer.
@@ -73,6 +70,3 @@ class Assignment:
     negative: tuple[str, ...]
     channels: Mapping[Channel, ChannelStatus]
     tags: Mapping[Channel, tuple[str, ...]]  # personas to tag on each channel; () when not eligible
-
-    def status(self, channel: Channel) -> ChannelStatus:
-        return self.channels[channel]

@@ -49,6 +49,7 @@ class Preview:
     negative_personas: frozenset[str]
     customers: int = 0
     with_persona: int = 0
+    example_key: str | None = None  # the first customer with a persona, for `personas explain`
     channels: dict[Channel, ChannelCounts] = field(
         default_factory=lambda: {channel: ChannelCounts() for channel in CHANNELS}
     )
@@ -67,6 +68,8 @@ class Preview:
         self.customers += 1
         if assignment.personas:
             self.with_persona += 1
+            if self.example_key is None:
+                self.example_key = assignment.key
         for name in assignment.personas:
             self.personas[name].members += 1
         for name in assignment.negative:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from personas.config import ResolverSettings
-from personas.eligibility import StatusInterner, consent_token, granted_tokens, in_holdout
+from personas.eligibility import consent_token, granted_tokens, in_holdout
 from personas.identity import EmailNormaliser, Normalised, PhoneNormaliser, phone_digits, region_of
 from personas.model import (
     CHANNELS,
@@ -159,7 +159,6 @@ class Resolver:
         ]
         self._outcomes: dict[_Signature, _Outcome] = {}
         self._tokens: dict[tuple[type, object], str | None] = {}
-        self._statuses = StatusInterner()
         self.counts = ResolveCounts()
 
     def assignments(self, rows: Iterable[Sequence[object]]) -> Iterator[Assignment]:
@@ -266,7 +265,8 @@ class Resolver:
             else:
                 consent_reasons = [] if granted[channel] else [NO_CONSENT]
             problem = email_problem if channel == "email" else phone_problem if channel == "sms" else None
-            status = self._statuses.status(suppression, consent_reasons, [problem] if problem else [])
+            reasons = (*suppression, *consent_reasons, *([problem] if problem else []))
+            status = ChannelStatus(eligible=not reasons, reasons=reasons, suppressed=bool(suppression))
             statuses[channel] = status
             allowed = {p.name for p in self._settings.personas if channel in p.channels}
             tags[channel] = tuple(p for p in personas if p in allowed) if status.eligible else ()

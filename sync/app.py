@@ -37,7 +37,6 @@ from personas.preview import Preview
 from personas.query import ResolverQuery, build_resolver_query, suppression_values_query
 from personas.resolve import (
     IdentifierIndex,
-    ResolveCounts,
     ResolveError,
     Resolver,
     suppression_entries,
@@ -102,10 +101,6 @@ class Resolution:
         except ResolveError as exc:
             raise ResolveProblem(self.source_key, str(exc)) from None
 
-    @property
-    def counts(self) -> ResolveCounts:
-        return self.resolver.counts
-
 
 @contextmanager
 def open_resolution(
@@ -114,10 +109,16 @@ def open_resolution(
     """Connect to the warehouse (read-only) and the state store, load the suppression lists
     matched on email or phone, and prepare the resolver query. Raises :class:`ResolveProblem`."""
     settings = config.resolver_settings()
+    shown_url = display_url(config.warehouse.url)
     try:
         engine = create_warehouse_engine(database_url(config.warehouse.url), read_only=True)
     except WarehouseError as exc:
-        raise ResolveProblem("warehouse.url", str(exc)) from None
+        raise ResolveProblem("warehouse.url", f"{shown_url}: {exc}") from None
+    try:
+        check_connection(engine)
+    except WarehouseError as exc:
+        engine.dispose()
+        raise ResolveProblem("warehouse.url", f"{shown_url}: {exc}") from None
     assert config.state.url is not None  # the loader fills in the default
     try:
         state = create_state_engine(database_url(config.state.url))
@@ -139,7 +140,9 @@ def open_resolution(
             except RuleError as exc:
                 raise ResolveProblem(exc.path, exc.message) from None
             emails = EmailNormaliser()
-            phones = PhoneNormaliser(config.source.phone_region, SqlIdentityCache(state), workers)
+            phones = PhoneNormaliser(
+                config.source.phone_region, SqlIdentityCache(state), workers, os.cpu_count() or 1
+            )
             listed = _suppression_lists(config, conn, emails, phones)
             resolver = Resolver(settings, query, phones, listed, emails)
             source_key = origin_key("source", config.source)

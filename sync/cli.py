@@ -141,18 +141,9 @@ def demo(
         _fail(f"problem  {result.config_path}: {exc.key}: {exc.message}", ExitCode.CONFIG)
     render.preview_table(summary, render.wide_console())
     typer.echo(
-        f"\nNext: personasync personas explain {_first_tagged_key(result.config_path, clock)} "
+        f"\nNext: personasync personas explain {summary.example_key or 1} "
         f"--config {result.config_path} --as-of {result.spec.as_of}"
     )
-
-
-def _first_tagged_key(config_path: Path, clock: datetime) -> str:
-    """A customer worth explaining in the demo: the first one with a persona."""
-    with api.open_resolution(_load(config_path), clock) as run:
-        for assignment in run.assignments():
-            if assignment.personas:
-                return assignment.key
-    return "1"
 
 
 def _parse_date(text: str) -> date:

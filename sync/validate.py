@@ -62,11 +62,11 @@ def check_references(
 
 
 def check_persona_rules(
-    config: AppConfig, columns: Mapping[str, str], now: datetime, catalog: Catalog | None = None
+    config: AppConfig, columns: Mapping[str, str], now: datetime, catalog: Catalog
 ) -> list[Check]:
     """Compile every persona's rules against the source's columns: missing columns and
     values of the wrong type (a text compared with ``>`` to a number column) are problems.
-    With a ``catalog``, rules holding raw ``sql`` are also planned by the warehouse."""
+    Rules holding raw ``sql`` are also planned by the warehouse, which alone can check them."""
     source = config.source
     src = from_table_or_query(source.table, source.query, list(columns), "src")
     scope = RuleScope(source=src, kinds=columns, now=now)
@@ -78,7 +78,7 @@ def check_persona_rules(
         except RuleError as exc:
             problems.append(Check(False, exc.path, f"{exc.message} (persona {persona.name!r})"))
             continue
-        if catalog is not None and has_sql(persona.rules):
+        if has_sql(persona.rules):
             try:
                 catalog.probe(sa.select(expression))
             except SourceError as exc:

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from personas.model import Assignment
 from sync import app
+from sync.cli import cli
 from sync.config import AppConfig
 
 CLOCK = datetime(2026, 11, 22, 9, 30, tzinfo=timezone.utc)
@@ -257,3 +259,21 @@ def test_phone_library_runs_once_per_distinct_number(people_url: str, tmp_path: 
         list(run.assignments())
         second = run.phones.library_calls
     assert first >= 9 and second == 0
+
+
+@pytest.mark.parametrize("command", [["personas", "preview"], ["personas", "explain", "1"]])
+def test_an_unreachable_warehouse_is_named_without_its_password(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("psycopg", reason="needs the postgres extra")
+    monkeypatch.setenv("PS_TEST_WAREHOUSE_PASSWORD", "hunter2-not-for-logs")
+    config = tmp_path / "personasync.toml"
+    config.write_text(
+        '[warehouse]\nurl = "postgresql+psycopg://analyst:${PS_TEST_WAREHOUSE_PASSWORD}@127.0.0.1:1/nowhere"\n'
+        '[source]\ntable = "people"\nkey = "id"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, [*command, "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "warehouse.url" in result.output and "127.0.0.1" in result.output
+    assert "hunter2-not-for-logs" not in result.output

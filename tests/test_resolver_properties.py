@@ -7,6 +7,7 @@ Rows are shaped exactly like the resolver query's (its layout comes from the rea
 from __future__ import annotations
 
 import random
+from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
 
 import email_validator
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from personas.config import ResolverSettings
 from personas.eligibility import in_holdout
-from personas.identity import EmailNormaliser, MemoryIdentityCache, PhoneNormaliser, email_with_library
+from personas.identity import EmailNormaliser, PhoneNormaliser, email_with_library
 from personas.query import build_resolver_query
 from personas.resolve import IdentifierIndex, Resolver
 from sync.config import AppConfig
@@ -50,6 +51,21 @@ CONFIG = AppConfig.model_validate(
 )  # fmt: skip
 SETTINGS: ResolverSettings = CONFIG.resolver_settings()
 QUERY = build_resolver_query(SETTINGS, KINDS, CLOCK)
+
+
+class MemoryIdentityCache:
+    """An in-memory identity cache, as the state store's would answer."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], str] = {}
+
+    def lookup(self, namespace: str, raws: Collection[str]) -> dict[str, str]:
+        return {raw: self._values[(namespace, raw)] for raw in raws if (namespace, raw) in self._values}
+
+    def store(self, namespace: str, normalised: Mapping[str, str]) -> None:
+        self._values.update(((namespace, raw), value) for raw, value in normalised.items())
+
+
 UNSUBSCRIBED = {"u1@example.com", "u3@example.com"}
 
 emails = st.sampled_from(
