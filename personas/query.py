@@ -1,6 +1,7 @@
 """The one warehouse query per run, built as a SQLAlchemy Core value (no I/O here).
 
-It returns, per customer and ordered by key, only what the resolver needs: the key, the
+It returns, per customer and ordered by key (as text, in binary order: see :class:`key_text`),
+only what the resolver needs: the key, the
 raw email, phone and phone country, the consent columns, one never-NULL boolean per persona (the rules
 compiled to SQL), one EXISTS per suppression source matched on the key, and whether
 another customer with a lower key has the same email. Suppression sources matched on
@@ -17,7 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from personas.compile import RuleScope, compile_rule
 from personas.config import ResolverSettings, SuppressionConfig
@@ -40,6 +44,32 @@ def from_table_or_query(
     assert query is not None  # the config model guarantees one of the two
     text = sa.text(query.strip().rstrip(";"))
     return text.columns(*(sa.column(c) for c in columns)).subquery(alias)
+
+
+class key_text(FunctionElement[str]):  # noqa: N801 (SQL-function style name)
+    """A key as text that sorts in binary (code point) order, the order Python sorts ``str``.
+
+    The sync engine merges the warehouse's stream with the state store's, both ordered by
+    key, so both must agree with Python on what "ordered" means: integers sorted as text
+    ("10" < "9"), and no locale collation. PostgreSQL needs ``COLLATE "C"`` for that;
+    SQLite, DuckDB, Snowflake and BigQuery compare strings by code point by default.
+    """
+
+    type = sa.String()
+    name = "key_text"
+    inherit_cache = True
+
+
+@compiles(key_text)
+def _key_text_default(element: key_text, compiler: SQLCompiler, **kw: object) -> str:
+    (argument,) = element.clauses
+    return compiler.process(sa.cast(argument, sa.String), **kw)
+
+
+@compiles(key_text, "postgresql")
+def _key_text_postgresql(element: key_text, compiler: SQLCompiler, **kw: object) -> str:
+    (argument,) = element.clauses
+    return compiler.process(sa.collate(sa.cast(argument, sa.String), "C"), **kw)
 
 
 @dataclass(frozen=True)
@@ -70,7 +100,7 @@ def build_resolver_query(
     key = src.c[source_cfg.key]
     null = sa.null()
     selected: list[ColumnElement[Any]] = [
-        key.label("k"),
+        key_text(key).label("k"),
         (src.c[source_cfg.email] if source_cfg.email else null).label("email"),
         (src.c[source_cfg.phone] if source_cfg.phone else null).label("phone"),
         (src.c[source_cfg.phone_country] if source_cfg.phone_country else null).label("phone_country"),
@@ -100,9 +130,9 @@ def build_resolver_query(
     statement: sa.Select[Any] = sa.select(*selected)
     if only_key is not None:
         inner = statement.subquery("resolved")
-        statement = sa.select(*inner.c).where(sa.cast(inner.c.k, sa.String) == only_key)
+        statement = sa.select(*inner.c).where(inner.c.k == only_key)
     else:
-        statement = statement.order_by(key)
+        statement = statement.order_by(key_text(key))
     return ResolverQuery(
         statement=statement,
         consent_index=consent_index,

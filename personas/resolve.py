@@ -107,6 +107,7 @@ class ResolveCounts:
     duplicate_keys: int = 0
     duplicate_key_examples: list[str] = field(default_factory=list)
     null_keys: int = 0
+    out_of_order: int = 0
     duplicate_emails: int = 0
     duplicate_email_examples: list[str] = field(default_factory=list)
 
@@ -165,7 +166,7 @@ class Resolver:
         """One assignment per row, in row order; raises :class:`ResolveError` at the end if the
         source had duplicate or NULL keys (or duplicate emails in ``error`` mode)."""
         region = self._phones.region
-        previous_key: object = None
+        previous_key = ""
         for chunk in _chunks(rows, CHUNK_SIZE):
             requests = [(_text(row[PHONE]), region_of(row[PHONE_COUNTRY], region)) for row in chunk]
             phones = self._phones.batch(requests)
@@ -174,11 +175,15 @@ class Resolver:
                 if raw_key is None:
                     self.counts.null_keys += 1
                     continue
-                if raw_key == previous_key:
-                    self._note_duplicate_key(str(raw_key))
+                key = str(raw_key)
+                if key <= previous_key and previous_key:
+                    if key == previous_key:
+                        self._note_duplicate_key(key)
+                    else:
+                        self.counts.out_of_order += 1
                     continue
-                previous_key = raw_key
-                yield self._assign(row, str(raw_key), phones[request])
+                previous_key = key
+                yield self._assign(row, key, phones[request])
         self._raise_if_unsafe()
 
     def _assign(self, row: Sequence[object], key: str, phone_result: Normalised) -> Assignment:
@@ -294,6 +299,11 @@ class Resolver:
             problems.append(
                 f"{counts.duplicate_keys} row(s) repeat a key already seen in column {key!r} "
                 f"(e.g. {examples}); the key must identify one customer"
+            )
+        if counts.out_of_order:
+            problems.append(
+                f"{counts.out_of_order} row(s) arrived out of key order; the warehouse must sort "
+                "keys as text in binary order (check the database's collation)"
             )
         if self._settings.source.on_duplicate_email == "error" and counts.duplicate_emails:
             examples = ", ".join(counts.duplicate_email_examples)
