@@ -46,7 +46,7 @@ def from_table_or_query(
     return text.columns(*(sa.column(c) for c in columns)).subquery(alias)
 
 
-class key_text(FunctionElement[str]):  # noqa: N801 (SQL-function style name)
+class key_text(FunctionElement[str]):
     """A key as text that sorts in binary (code point) order, the order Python sorts ``str``.
 
     The sync engine merges the warehouse's stream with the state store's, both ordered by

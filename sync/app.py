@@ -10,17 +10,18 @@ import importlib.resources
 import itertools
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import demo_data
+from connectors.destinations.file import FileDestination
 from connectors.warehouse import (
     WarehouseCatalog,
     WarehouseError,
@@ -41,8 +42,14 @@ from personas.resolve import (
     Resolver,
     suppression_entries,
 )
-from sync.config import AppConfig, database_url, display_url
+from sync.apply import Progress
+from sync.config import AppConfig, DestinationConfig, database_url, display_url
 from sync.config_loader import load_config
+from sync.engine import SyncOptions, SyncSummary, Target, apply_saved_plan, run_sync
+from sync.ledger import FailureRecord, Ledger, RunRecord
+from sync.membership import DestinationSpec
+from sync.plan import Limits
+from sync.ports import Destination
 from sync.state import SqlIdentityCache, StateError, create_state_engine, migrate
 from sync.validate import Check, describe, origin_key, validate_against
 
@@ -102,12 +109,25 @@ class Resolution:
             raise ResolveProblem(self.source_key, str(exc)) from None
 
 
+def open_state(config: AppConfig) -> Engine:
+    """An engine on the state store, migrated to this version. Raises :class:`ResolveProblem`."""
+    assert config.state.url is not None  # the loader fills in the default
+    try:
+        state = create_state_engine(database_url(config.state.url))
+        migrate(state)
+    except (StateError, SQLAlchemyError) as exc:
+        message = driver_message(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+        raise ResolveProblem("state.url", message) from None
+    return state
+
+
 @contextmanager
 def open_resolution(
-    config: AppConfig, clock: datetime, *, only_key: str | None = None
+    config: AppConfig, clock: datetime, *, only_key: str | None = None, state: Engine | None = None
 ) -> Iterator[Resolution]:
-    """Connect to the warehouse (read-only) and the state store, load the suppression lists
-    matched on email or phone, and prepare the resolver query. Raises :class:`ResolveProblem`."""
+    """Connect to the warehouse (read-only) and the state store (``state``, or opened here),
+    load the suppression lists matched on email or phone, and prepare the resolver query.
+    Raises :class:`ResolveProblem`."""
     settings = config.resolver_settings()
     shown_url = display_url(config.warehouse.url)
     try:
@@ -119,14 +139,12 @@ def open_resolution(
     except WarehouseError as exc:
         engine.dispose()
         raise ResolveProblem("warehouse.url", f"{shown_url}: {exc}") from None
-    assert config.state.url is not None  # the loader fills in the default
+    own_state = state is None
     try:
-        state = create_state_engine(database_url(config.state.url))
-        migrate(state)
-    except (StateError, SQLAlchemyError) as exc:
-        message = driver_message(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+        state = state if state is not None else open_state(config)
+    except ResolveProblem:
         engine.dispose()
-        raise ResolveProblem("state.url", message) from None
+        raise
     workers = _phone_workers()
     try:
         with engine.connect() as conn:
@@ -159,7 +177,8 @@ def open_resolution(
         if workers is not None:
             workers.shutdown(cancel_futures=True)
         engine.dispose()
-        state.dispose()
+        if own_state:
+            state.dispose()
 
 
 def _phone_workers() -> ProcessPoolExecutor | None:
@@ -297,3 +316,113 @@ def demo_config_text() -> str:
     """``config.example.toml`` rewritten to live inside the demo folder."""
     header = "# Written by `personasync demo` from config.example.toml.\n"
     return header + example_config_text().replace(DEMO_DIR_PREFIX, "")
+
+
+# --- sync ------------------------------------------------------------------------------------
+def destination_for(config: DestinationConfig) -> Destination:
+    """The connector for one configured destination."""
+    return FileDestination(config.name, config.channel, Path(config.path))
+
+
+def targets_for(config: AppConfig, names: Sequence[str] = ()) -> list[Target]:
+    """The configured destinations taking part (all, or those named). Raises
+    :class:`ResolveProblem` for an unknown name."""
+    known = [d.name for d in config.destinations]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ResolveProblem(
+            "--destination", f"unknown destination {unknown[0]!r}; configured: {', '.join(known)}"
+        )
+    if not config.destinations:
+        raise ResolveProblem("destinations", "no destinations are configured; add a [[destinations]] entry")
+    chosen = [d for d in config.destinations if not names or d.name in names]
+    return [
+        Target(
+            destination_for(d),
+            DestinationSpec(d.name, d.channel, d.naming()),
+            Limits(d.max_remove_percent, d.max_suppress_percent),
+        )
+        for d in chosen
+    ]
+
+
+def sync(
+    config: AppConfig,
+    *,
+    clock: datetime | None = None,
+    destinations: Sequence[str] = (),
+    options: SyncOptions | None = None,
+    progress: Progress | None = None,
+    targets: Sequence[Target] | None = None,
+) -> SyncSummary:
+    """Run a sync (or a dry run) and return its summary; never prints, never exits.
+
+    Raises :class:`ResolveProblem` (config or warehouse problem, exit code 2) and
+    :class:`~sync.lock.LockHeld` (exit code 4). ``targets`` replaces the configured
+    destinations (for tests and embedding).
+    """
+    when = clock or datetime.now(timezone.utc)
+    options = options or SyncOptions()
+    options = replace(options, lock_timeout=timedelta(minutes=config.state.lock_timeout_minutes))
+    chosen = list(targets) if targets is not None else targets_for(config, destinations)
+    state = open_state(config)
+    try:
+
+        @contextmanager
+        def assignments(engine: Engine) -> Iterator[Iterator[Assignment]]:
+            with open_resolution(config, when, state=engine) as run:
+                yield run.assignments()
+
+        return run_sync(state, chosen, assignments, options, progress)
+    finally:
+        state.dispose()
+
+
+def apply_plan(
+    config: AppConfig,
+    plan_file: Path,
+    *,
+    allow_large_changes: bool = False,
+    progress: Progress | None = None,
+    targets: Sequence[Target] | None = None,
+) -> SyncSummary:
+    """Apply a plan saved by ``sync --dry-run --plan-out``. Raises :class:`PlanError` when
+    the state changed since, :class:`ResolveProblem`, :class:`~sync.lock.LockHeld`."""
+    options = SyncOptions(
+        allow_large_changes=allow_large_changes,
+        lock_timeout=timedelta(minutes=config.state.lock_timeout_minutes),
+    )
+    chosen = list(targets) if targets is not None else targets_for(config)
+    state = open_state(config)
+    try:
+        return apply_saved_plan(state, chosen, plan_file, options, progress)
+    finally:
+        state.dispose()
+
+
+def run_history(config: AppConfig, limit: int) -> list[RunRecord]:
+    state = open_state(config)
+    try:
+        return Ledger(state).runs(limit)
+    finally:
+        state.dispose()
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    run: RunRecord
+    failure_count: int
+    failures: list[FailureRecord]
+
+
+def run_details(config: AppConfig, run_id: int, failure_limit: int = 50) -> RunDetails | None:
+    state = open_state(config)
+    try:
+        ledger = Ledger(state)
+        run = ledger.run(run_id)
+        if run is None:
+            return None
+        count, failures = ledger.failures(run_id, failure_limit)
+        return RunDetails(run, count, failures)
+    finally:
+        state.dispose()

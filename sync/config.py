@@ -17,6 +17,7 @@ from pydantic import (
     SecretStr,
     Tag,
     field_validator,
+    model_validator,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -33,6 +34,7 @@ from personas.config import (
 )
 from personas.model import Channel
 from personas.rules import suggest
+from sync.membership import TagNaming
 
 
 def _check_database_url(url: SecretStr) -> SecretStr:
@@ -70,11 +72,46 @@ class StateConfig(StrictModel):
         default=None,
         description="SQLAlchemy URL of the state store; default: personasync-state.db beside the config.",
     )
+    lock_timeout_minutes: float = Field(
+        default=120,
+        gt=0,
+        description="A run lock without a heartbeat for this long is stale (its run died) and is taken over.",
+    )
+
+
+def _check_tag_text(value: str) -> str:
+    bad = sorted({c for c in value if c in ",;" or not c.isprintable()})
+    if bad:
+        raise ValueError(f"tag names may not contain {', '.join(repr(c) for c in bad)}")
+    return value
+
+
+TagText = Annotated[str, AfterValidator(_check_tag_text)]
 
 
 class DestinationBase(StrictModel):
     name: TagSafeName = Field(description="Unique name of this destination in the config.")
     channel: Channel = Field(description="Channel whose consent governs this destination.")
+    tag_prefix: TagText = Field(
+        default="persona:",
+        max_length=40,
+        description="Prepended to persona names to make this destination's tags.",
+    )
+    tag_names: dict[str, Annotated[TagText, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=dict, description="Explicit tag name per persona, instead of tag_prefix + name."
+    )
+    max_remove_percent: float = Field(
+        default=20,
+        ge=0,
+        le=100,
+        description="Block a run that removes tags from more than this % of tagged customers.",
+    )
+    max_suppress_percent: float = Field(
+        default=20, ge=0, le=100, description="Block a run that suppresses more than this % of the audience."
+    )
+
+    def naming(self) -> TagNaming:
+        return TagNaming(self.tag_prefix, dict(self.tag_names))
 
 
 class FileDestinationConfig(DestinationBase):
@@ -133,6 +170,27 @@ class AppConfig(StrictModel):
     destinations: list[Annotated[DestinationConfig, BeforeValidator(_check_destination_type)]] = Field(
         default_factory=list, description="Where persona tags and suppressions are sent."
     )
+
+    @model_validator(mode="after")
+    def _destinations_fit_the_personas(self) -> AppConfig:
+        names = [p.name for p in self.personas]
+        problems = []
+        for i, destination in enumerate(self.destinations):
+            for persona in destination.tag_names:
+                if persona not in names:
+                    hint = suggest(persona, names)
+                    did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
+                    problems.append(f"destinations[{i}].tag_names: unknown persona {persona!r}{did_you_mean}")
+            consent = getattr(self.consent, destination.channel)
+            if destination.channel in ("email", "sms") and consent is None:
+                channel = destination.channel
+                problems.append(
+                    f"destinations[{i}]: channel {channel!r} needs [consent.{channel}]: "
+                    "without it every customer would be suppressed on that channel"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("personas")
     @classmethod

@@ -1,14 +1,19 @@
-"""Interfaces the engine needs from the outside world; ``connectors/`` implements them.
+"""Interfaces the engine needs from the outside world (a warehouse catalog, destinations);
+``connectors/`` implements them.
 
 Declared here so that ``sync/`` and ``personas/`` never import a concrete connector.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+
+from sync.changes import Change, ChangeKind
 
 
 class SourceError(Exception):
@@ -35,4 +40,69 @@ class Catalog(Protocol):
 
     def probe(self, statement: sa.Select[Any]) -> None:
         """Have the warehouse plan ``statement`` without returning rows; raises SourceError."""
+        ...
+
+
+# --- destinations --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Capabilities:
+    """What a destination can take. The plan batches and estimates from it."""
+
+    max_batch: Mapping[ChangeKind, int]  # changes per request, per kind; a kind absent is unsupported
+    requests_per_second: float | None = None  # None: not rate limited
+    concurrency: int = 1
+    can_unsuppress: bool = False  # may we lift a suppression we added, once its reason cleared?
+
+    def supports(self, kind: ChangeKind) -> bool:
+        return kind in self.max_batch
+
+
+class Outcome(str, Enum):
+    APPLIED = "applied"
+    RETRYABLE = "retryable"  # e.g. a rate limit or a timeout for this record: try again later
+    PERMANENT = "permanent"  # the destination refused this record (e.g. invalid address)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    change: Change
+    outcome: Outcome
+    reason: str | None = None  # the destination's words, for failures
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The destination's answer to one batch.
+
+    Either one result per change, or ``batch_error``: the batch was refused as a whole
+    (e.g. HTTP 400 for the payload); the engine then splits it to isolate the bad records.
+    """
+
+    results: Sequence[ChangeResult] = ()
+    batch_error: str | None = None
+    requests: int = 1  # requests it took, for run history and benchmarks
+
+
+class DestinationError(Exception):
+    """The destination cannot be used this run: credentials refused, a referenced list or
+    property missing, or down after retries. The message is safe to print."""
+
+
+class Destination(Protocol):
+    """A place persona tags and suppressions go. Implementations live in ``connectors/``."""
+
+    name: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def check(self) -> None:
+        """Verify credentials and every referenced list/property exist, reading only.
+        Raises :class:`DestinationError`."""
+        ...
+
+    def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
+        """Apply a batch of changes of one kind (at most ``capabilities.max_batch[kind]``).
+
+        Raises :class:`DestinationError` when the destination cannot be used at all."""
         ...

@@ -4,13 +4,15 @@ Its schema is versioned: each migration is recorded in ``schema_migrations`` whe
 and opening the store applies the ones it lacks, in order, each in its own transaction.
 A store written by a newer personasync is refused rather than guessed at.
 
-Today it holds the identity cache (raw identifier -> normalised, so the phone library
-runs once per distinct number); the sync ledger joins it in later migrations.
+It holds the identity cache (raw identifier -> normalised, so the phone library runs
+once per distinct number) and the sync ledger (what each destination acknowledged, runs,
+per-record outcomes, the run lock: read and written by ``sync/ledger.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +42,76 @@ IDENTITY_CACHE = sa.Table(
     sa.Column("normalised", sa.Text, nullable=False),  # '' = not a usable identifier
 )
 
+# --- the sync ledger (migration 2) -------------------------------------------------------
+MEMBERSHIPS = sa.Table(
+    "memberships",
+    METADATA,
+    # What each destination acknowledged holding for each contact we touched.
+    sa.Column("destination", sa.String(63), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("address", sa.Text, primary_key=True),  # email or E.164 phone, by channel
+    sa.Column("email", sa.Text),
+    sa.Column("phone", sa.Text),
+    sa.Column("tags", sa.Text, nullable=False),  # our tags, sorted, comma-joined
+    sa.Column("suppressed", sa.Boolean, nullable=False),  # a suppression we added
+    sa.Column("reasons", sa.Text, nullable=False),  # why we suppressed, comma-joined
+    sa.Column("fingerprint", sa.String(16), nullable=False),  # of address, tags, suppressed
+    sa.Column("failed_fingerprint", sa.String(16)),  # desired state whose change failed permanently
+    sa.Column("failure", sa.Text),  # the destination's reason for that failure
+    sa.Column("run_id", sa.Integer, nullable=False),  # run of the last change
+    sa.Column("changed_at", sa.String(40), nullable=False),
+)
+RUNS = sa.Table(
+    "runs",
+    METADATA,
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("command", sa.String(20), nullable=False),  # sync | apply
+    sa.Column("status", sa.String(20), nullable=False),  # running, succeeded, ... (sync/ledger.py)
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("summary", sa.Text),  # JSON: counts, failures, migration matrix, requests
+)
+OUTCOMES = sa.Table(
+    "record_outcomes",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False, index=True),
+    sa.Column("destination", sa.String(63), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("change", sa.String(20), nullable=False),
+    sa.Column("tag", sa.Text),
+    sa.Column("status", sa.String(20), nullable=False),  # applied | failed_retryable | failed_permanent
+    sa.Column("reason", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("at", sa.String(40), nullable=False),
+)
+LEDGER_META = sa.Table(
+    "ledger_meta",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1
+    sa.Column("store_id", sa.String(36), nullable=False),  # tells one store from another
+    sa.Column("version", sa.BigInteger, nullable=False),  # +1 with every commit to the ledger
+)
+LOCKS = sa.Table(
+    "locks",
+    METADATA,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("owner", sa.String(36), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("heartbeat_at", sa.String(40), nullable=False),
+)
+
+
+def _create_ledger(conn: Connection) -> None:
+    for table in (MEMBERSHIPS, RUNS, OUTCOMES, LEDGER_META, LOCKS):
+        table.create(conn)
+    conn.execute(LEDGER_META.insert().values(id=1, store_id=str(uuid.uuid4()), version=0))
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -56,7 +128,10 @@ def _create(*tables: sa.Table) -> Callable[[Connection], None]:
     return apply
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "identity cache", _create(IDENTITY_CACHE)),)
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "identity cache", _create(IDENTITY_CACHE)),
+    Migration(2, "sync ledger: memberships, runs, record outcomes, lock", _create_ledger),
+)
 LOOKUP_BATCH: Final = 2_000  # identifiers per IN (...) lookup; under every driver's limit
 
 

@@ -1,0 +1,281 @@
+"""``run_sync``: the one orchestrator of a sync run, and ``apply_saved_plan`` for a saved plan.
+
+resolve -> membership per destination -> diff against the ledger -> plan (spooled to disk)
+-> guardrails -> (dry run stops here) -> apply suppressions, removals, lifts, additions,
+committing each acknowledged batch. Everything it calls is testable alone; concrete
+warehouse and destination code comes in through parameters (``sync/app.py`` wires them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from personas.model import Assignment
+from sync.apply import Applier, DestinationTally, NoProgress, Progress
+from sync.changes import Acknowledged, Change, align, diff_key
+from sync.exit_codes import ExitCode
+from sync.ledger import Ledger, RunStatus
+from sync.lock import RunLock, run_lock
+from sync.membership import DestinationSpec, membership
+from sync.plan import DestinationPlan, Limits, judge, plan_json
+from sync.ports import Destination, DestinationError
+from sync.spool import PlanError, Section, Spool, read_header, read_sections
+
+AssignmentSource = Callable[[Engine], AbstractContextManager[Iterable[Assignment]]]
+"""Opens the resolver on the given state store and yields the key-ordered assignments."""
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    dry_run: bool = False
+    full_resync: bool = False
+    allow_large_changes: bool = False
+    retry_failed: bool = False
+    plan_out: Path | None = None
+    lock_timeout: timedelta = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A destination taking part in the run, with what the pure core needs about it."""
+
+    destination: Destination
+    spec: DestinationSpec
+    limits: Limits
+
+
+@dataclass
+class SyncSummary:
+    """What a run did (or, for a dry run, would do). JSON-able via :meth:`as_json`."""
+
+    dry_run: bool
+    exit_code: ExitCode
+    status: str
+    plans: list[dict[str, Any]]  # plan_json per destination
+    source_rows: int | None
+    run_id: int | None = None
+    tallies: dict[str, DestinationTally] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)  # destination -> problem found by check()
+    seconds: float = 0.0
+    message: str | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return any(v["blocked"] for plan in self.plans for v in plan["guardrails"])
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "status": self.status,
+            "exit_code": int(self.exit_code),
+            "source_rows": self.source_rows,
+            "seconds": round(self.seconds, 2),
+            "message": self.message,
+            "destinations": [
+                {
+                    **plan,
+                    "check_problem": self.checks.get(plan["destination"]),
+                    "result": self.tallies[plan["destination"]].as_json()
+                    if plan["destination"] in self.tallies
+                    else None,
+                }
+                for plan in self.plans
+            ],
+        }
+
+
+def run_sync(
+    state: Engine,
+    targets: Sequence[Target],
+    assignments: AssignmentSource,
+    options: SyncOptions,
+    progress: Progress | None = None,
+) -> SyncSummary:
+    """Plan a run against the ledger, judge it, and (unless a dry run) apply it."""
+    started = time.monotonic()
+    ledger = Ledger(state)
+    lock: AbstractContextManager[RunLock | None] = (
+        nullcontext() if options.dry_run else run_lock(state, options.lock_timeout)
+    )
+    with lock as held, Spool() as spool:
+        store_id, version = ledger.version()
+        plans = [
+            DestinationPlan(t.spec.name, t.spec.channel, t.destination.capabilities, t.limits)
+            for t in targets
+        ]
+        with assignments(state) as stream:
+            source_rows = _plan(stream, ledger, state, targets, plans, spool, options)
+        spool.finish()
+        for plan in plans:
+            judge(plan, source_rows, options.allow_large_changes)
+        plan_dicts = [plan_json(plan) for plan in plans]
+        names = [t.spec.name for t in targets]
+        if options.plan_out is not None:
+            header = {
+                "store_id": store_id,
+                "ledger_version": version,
+                "plans": plan_dicts,
+                "source_rows": source_rows,
+            }
+            spool.save(options.plan_out, header, names)
+        checks = _check(targets)
+        summary = SyncSummary(options.dry_run, ExitCode.OK, "dry_run", plan_dicts, source_rows, checks=checks)
+        if any(plan.blocked for plan in plans):
+            summary.exit_code, summary.status = ExitCode.GUARDRAIL, RunStatus.BLOCKED.value
+        elif checks:
+            summary.exit_code = ExitCode.DESTINATION_FATAL
+        if options.dry_run:
+            summary.seconds = time.monotonic() - started
+            return summary
+        assert held is not None
+        if summary.exit_code is ExitCode.GUARDRAIL:
+            run_id = ledger.start_run("sync", socket.gethostname(), os.getpid())
+            summary.run_id = run_id
+            summary.seconds = time.monotonic() - started
+            ledger.finish_run(run_id, RunStatus.BLOCKED, summary.as_json())
+            return summary
+        sections = [(s, spool.changes(s)) for s in spool.sections(names)]
+        return _apply(ledger, held, targets, sections, summary, progress or NoProgress(), "sync", started)
+
+
+def _plan(
+    stream: Iterable[Assignment],
+    ledger: Ledger,
+    state: Engine,
+    targets: Sequence[Target],
+    plans: Sequence[DestinationPlan],
+    spool: Spool,
+    options: SyncOptions,
+) -> int:
+    """Walk the assignments and the ledger together; count and spool every change."""
+    source_rows = 0
+    names = [t.spec.name for t in targets]
+    with state.connect() as conn:
+        rows = ledger.acknowledged(conn, names)
+        for aligned in align(stream, rows):
+            assignment = aligned.assignment
+            if assignment is not None:
+                source_rows += 1
+            by_destination: dict[str, list[Acknowledged]] = {}
+            for row in aligned.acknowledged:
+                by_destination.setdefault(row.destination, []).append(row)
+            for target, plan in zip(targets, plans, strict=True):
+                acknowledged = by_destination.get(target.spec.name, ())
+                desired = membership(assignment, target.spec) if assignment is not None else None
+                diff = diff_key(
+                    desired,
+                    acknowledged,
+                    can_unsuppress=plan.capabilities.can_unsuppress,
+                    full_resync=options.full_resync,
+                    retry_failed=options.retry_failed,
+                )
+                suppressed = desired is not None and desired.suppressed
+                changes = plan.add(diff, bool(acknowledged), suppressed)
+                if changes:
+                    spool.write(target.spec.name, changes)
+    return source_rows
+
+
+def _check(targets: Sequence[Target]) -> dict[str, str]:
+    """Each destination's read-only check; the problems found, by destination."""
+    problems = {}
+    for target in targets:
+        try:
+            target.destination.check()
+        except DestinationError as exc:
+            problems[target.spec.name] = str(exc)
+    return problems
+
+
+def _apply(
+    ledger: Ledger,
+    lock: RunLock,
+    targets: Sequence[Target],
+    sections: Iterable[tuple[Section, Iterable[Change]]],
+    summary: SyncSummary,
+    progress: Progress,
+    command: str,
+    started: float,
+) -> SyncSummary:
+    run_id = ledger.start_run(command, socket.gethostname(), os.getpid())
+    summary.run_id = run_id
+    by_name: Mapping[str, Target] = {t.spec.name: t for t in targets}
+    tallies = {name: DestinationTally(fatal=summary.checks.get(name)) for name in by_name}
+    summary.tallies = tallies
+    status = RunStatus.FAILED
+    try:
+        applier = Applier(ledger, run_id, lock, progress)
+        for section, changes in sections:
+            target = by_name[section.destination]
+            applier.apply(
+                target.destination, section.kind, changes, section.count, tallies[section.destination]
+            )
+        if any(t.fatal for t in tallies.values()):
+            status, summary.exit_code = RunStatus.DESTINATION_FATAL, ExitCode.DESTINATION_FATAL
+        elif any(t.failures for t in tallies.values()):
+            status, summary.exit_code = RunStatus.RECORD_FAILURES, ExitCode.RECORD_FAILURES
+        else:
+            status, summary.exit_code = RunStatus.SUCCEEDED, ExitCode.OK
+    finally:
+        summary.status = status.value
+        summary.seconds = time.monotonic() - started
+        ledger.finish_run(run_id, status, summary.as_json())
+    return summary
+
+
+def apply_saved_plan(
+    state: Engine,
+    targets: Sequence[Target],
+    plan_file: Path,
+    options: SyncOptions,
+    progress: Progress | None = None,
+) -> SyncSummary:
+    """Apply exactly the changes in ``plan_file``; raises :class:`PlanError` when the ledger
+    moved since the plan was made, or the plan names a destination not configured."""
+    started = time.monotonic()
+    header = read_header(plan_file)
+    ledger = Ledger(state)
+    names = {t.spec.name for t in targets}
+    plans: list[dict[str, Any]] = list(header.get("plans", []))
+    unknown = sorted({p["destination"] for p in plans} - names)
+    if unknown:
+        raise PlanError(
+            f"{plan_file}: the plan is for destination(s) not in the config: {', '.join(unknown)}"
+        )
+    with run_lock(state, options.lock_timeout) as held:
+        store_id, version = ledger.version()
+        if (store_id, version) != (header.get("store_id"), header.get("ledger_version")):
+            raise PlanError(
+                f"{plan_file}: the state store changed since this plan was made (plan made at ledger version "
+                f"{header.get('ledger_version')}, now {version}"
+                + ("" if store_id == header.get("store_id") else ", and it is another state store")
+                + "); make a new plan with `personasync sync --dry-run --plan-out`"
+            )
+        summary = SyncSummary(False, ExitCode.OK, "running", plans, header.get("source_rows"))
+        blocked = any(v["blocked"] for p in plans for v in p["guardrails"])
+        if blocked and not options.allow_large_changes:
+            summary.exit_code, summary.status = ExitCode.GUARDRAIL, RunStatus.BLOCKED.value
+            summary.message = "the plan was blocked by a guardrail; apply it with --allow-large-changes"
+            return summary
+        summary.checks = _check([t for t in targets if t.spec.name in {p["destination"] for p in plans}])
+        return _apply(
+            ledger,
+            held,
+            targets,
+            read_sections(plan_file),
+            summary,
+            progress or NoProgress(),
+            "apply",
+            started,
+        )
