@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-from datetime import date, datetime, time, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
 from sync import app as api
-from sync import render
+from sync import cli_sync, render
+from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION
+from sync.cli_common import clock as _clock
+from sync.cli_common import fail as _fail
+from sync.cli_common import load as _load
+from sync.cli_common import parse_date as _parse_date
 from sync.config import AppConfig
-from sync.config_loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from sync.config_loader import ConfigError
 from sync.exit_codes import ExitCode
 from sync.redact import Redactor, secrets_in
 from sync.validate import Check
@@ -31,10 +35,6 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-)
-
-CONFIG_OPTION = typer.Option(
-    DEFAULT_CONFIG_PATH, "--config", "-c", help="Path to the TOML config file.", show_default=True
 )
 
 
@@ -58,18 +58,6 @@ def _root(
     ),
 ) -> None:
     """Reverse ETL for CRM personas."""
-
-
-def _fail(message: str, code: ExitCode) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(int(code))
-
-
-def _load(config_path: Path) -> AppConfig:
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        _fail(exc.render(), ExitCode.CONFIG)
 
 
 def _render_checks(checks: list[Check], redact: Redactor, config_path: Path) -> None:
@@ -146,31 +134,12 @@ def demo(
     )
 
 
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        _fail(f"--as-of: not a date in YYYY-MM-DD form: {text!r}", ExitCode.CONFIG)
-
-
 personas_cli = typer.Typer(
     help="See which personas customers get, and why, without sending anything.", no_args_is_help=True
 )
 cli.add_typer(personas_cli, name="personas")
 
 FORMAT_OPTION = typer.Option("table", "--format", help="'table' for people, 'json' for scripts.")
-AS_OF_OPTION = typer.Option(
-    None,
-    "--as-of",
-    help="Evaluate relative-day rules as of this date (YYYY-MM-DD) instead of now.",
-    show_default=False,
-)
-
-
-def _clock(as_of: str | None) -> datetime:
-    if as_of is None:
-        return datetime.now(timezone.utc)
-    return datetime.combine(_parse_date(as_of), time.min, tzinfo=timezone.utc)
 
 
 def _check_format(output_format: str) -> None:
@@ -221,6 +190,11 @@ def personas_explain(
         typer.echo(json.dumps(render.explanation_json(result), indent=2))
     else:
         render.explanation_tree(result, render.wide_console())
+
+
+cli.command("sync")(cli_sync.sync_command)
+cli.command("apply")(cli_sync.apply_command)
+cli.add_typer(cli_sync.runs_cli, name="runs")
 
 
 def main() -> None:

@@ -54,6 +54,8 @@ url = "sqlite:///data/warehouse.db"
 [source]
 table = "customers"
 key = "customer_id"
+[consent.email]
+column = "email_opt_in"
 [[destinations]]
 type = "file"
 name = "outbox"

@@ -1,0 +1,183 @@
+"""The ``sync``, ``apply`` and ``runs`` commands (registered on the app in ``sync/cli.py``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sync import app as api
+from sync import render, render_sync
+from sync.apply import NoProgress, Progress
+from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION, clock, fail, load
+from sync.engine import SyncOptions, SyncSummary
+from sync.exit_codes import ExitCode
+from sync.lock import LockHeld
+from sync.progress import BarProgress, LogProgress, setup_logging
+from sync.redact import Redactor, secrets_in
+from sync.spool import PlanError
+
+OUTPUT_FORMAT = typer.Option("text", "--format", help="'text' for people, 'json' for scripts.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines (warnings still show).")
+LOG_FORMAT = typer.Option("text", "--log-format", help="Log lines on stderr as 'text' or 'json'.")
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        fail(f"{option}: expected one of {', '.join(choices)}; got {value!r}", ExitCode.CONFIG)
+
+
+def _progress(quiet: bool, output_format: str) -> AbstractContextManager[Progress]:
+    if quiet:
+        return nullcontext(NoProgress())
+    if sys.stderr.isatty() and output_format == "text":
+        return BarProgress()
+    return nullcontext(LogProgress())
+
+
+def sync_command(
+    config: Path = CONFIG_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print; send nothing, write no state."),
+    destination: list[str] = typer.Option(
+        [], "--destination", "-d", help="Only this destination (repeatable); default: all."
+    ),
+    output_format: str = OUTPUT_FORMAT,
+    plan_out: Path = typer.Option(
+        None, "--plan-out", help="Save the plan to this file, for `personasync apply`.", show_default=False
+    ),
+    full_resync: bool = typer.Option(
+        False,
+        "--full-resync",
+        help="Re-send every desired tag and suppression (drift repair).",
+    ),
+    allow_large_changes: bool = typer.Option(
+        False, "--allow-large-changes", help="Go ahead even when a guardrail would block the run."
+    ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Also re-send changes that failed permanently for unchanged data.",
+    ),
+    as_of: str = AS_OF_OPTION,
+    quiet: bool = QUIET,
+    log_format: str = LOG_FORMAT,
+) -> None:
+    """Send persona tags and suppressions to the destinations: only what changed since the
+    last acknowledged state. Exit codes: 0 ok, 1 some records failed, 2 config, 3 guardrail,
+    4 lock held, 5 destination unusable."""
+    _check_choice("--format", output_format, ("text", "json"))
+    _check_choice("--log-format", log_format, ("text", "json"))
+    app_config = load(config)
+    redact = Redactor(secrets_in(app_config))
+    setup_logging(log_format, quiet, redact)
+    options = SyncOptions(
+        dry_run=dry_run,
+        full_resync=full_resync,
+        allow_large_changes=allow_large_changes,
+        retry_failed=retry_failed,
+        plan_out=plan_out,
+    )
+    try:
+        with _progress(quiet or dry_run, output_format) as progress:
+            summary = api.sync(
+                app_config, clock=clock(as_of), destinations=destination, options=options, progress=progress
+            )
+    except api.ResolveProblem as exc:
+        fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
+    except LockHeld as exc:
+        fail(redact(f"locked   {exc}"), ExitCode.LOCKED)
+    _finish(summary, output_format, redact, plan_out)
+
+
+def apply_command(
+    plan_file: Path = typer.Argument(..., help="A plan saved by `sync --dry-run --plan-out FILE`."),
+    config: Path = CONFIG_OPTION,
+    output_format: str = OUTPUT_FORMAT,
+    allow_large_changes: bool = typer.Option(
+        False, "--allow-large-changes", help="Apply a plan that a guardrail blocked."
+    ),
+    quiet: bool = QUIET,
+    log_format: str = LOG_FORMAT,
+) -> None:
+    """Apply exactly the changes of a saved plan; refuses if the state changed since it was made."""
+    _check_choice("--format", output_format, ("text", "json"))
+    _check_choice("--log-format", log_format, ("text", "json"))
+    app_config = load(config)
+    redact = Redactor(secrets_in(app_config))
+    setup_logging(log_format, quiet, redact)
+    try:
+        with _progress(quiet, output_format) as progress:
+            summary = api.apply_plan(
+                app_config, plan_file, allow_large_changes=allow_large_changes, progress=progress
+            )
+    except (PlanError, api.ResolveProblem) as exc:
+        fail(redact(f"problem  {exc}"), ExitCode.CONFIG)
+    except LockHeld as exc:
+        fail(redact(f"locked   {exc}"), ExitCode.LOCKED)
+    _finish(summary, output_format, redact, None)
+
+
+def _finish(summary: SyncSummary, output_format: str, redact: Redactor, plan_out: Path | None) -> None:
+    data = summary.as_json()
+    if output_format == "json":
+        typer.echo(redact(json.dumps(data, indent=2)))
+    else:
+        console = render.wide_console()
+        render_sync.sync_summary(data, console)
+        if summary.message:
+            console.print(redact(summary.message))
+        if plan_out is not None:
+            console.print(f"Plan saved to {plan_out}; apply it with: personasync apply {plan_out}")
+    raise typer.Exit(int(summary.exit_code))
+
+
+runs_cli = typer.Typer(help="Run history: what each sync did, and why records failed.", no_args_is_help=True)
+
+
+@runs_cli.command("list")
+def runs_list(
+    config: Path = CONFIG_OPTION,
+    limit: int = typer.Option(20, "--limit", min=1, help="How many of the latest runs."),
+    output_format: str = OUTPUT_FORMAT,
+) -> None:
+    """The latest runs, newest first: status, duration, changes applied, failures, requests."""
+    _check_choice("--format", output_format, ("text", "json"))
+    app_config = load(config)
+    try:
+        runs = api.run_history(app_config, limit)
+    except api.ResolveProblem as exc:
+        fail(f"problem  {config}: {exc.key}: {exc.message}", ExitCode.CONFIG)
+    if output_format == "json":
+        typer.echo(json.dumps([render_sync.run_record_json(r) for r in runs], indent=2))
+    elif not runs:
+        typer.echo("No runs yet.")
+    else:
+        render_sync.run_list(runs, render.wide_console())
+
+
+@runs_cli.command("show")
+def runs_show(
+    run_id: int = typer.Argument(..., help="The run's number, from `personasync runs list`."),
+    config: Path = CONFIG_OPTION,
+    output_format: str = OUTPUT_FORMAT,
+    failures: int = typer.Option(50, "--failures", min=0, help="How many failed records to list."),
+) -> None:
+    """One run: counts per destination and change, failed records with reasons, moves between
+    personas, duration and requests."""
+    _check_choice("--format", output_format, ("text", "json"))
+    app_config = load(config)
+    try:
+        details = api.run_details(app_config, run_id, failures)
+    except api.ResolveProblem as exc:
+        fail(f"problem  {config}: {exc.key}: {exc.message}", ExitCode.CONFIG)
+    if details is None:
+        fail(f"no run {run_id} in the state store (see `personasync runs list`)", ExitCode.CONFIG)
+    if output_format == "json":
+        data: Any = render_sync.run_details_json(details)
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        render_sync.run_details(details, render.wide_console())
