@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -468,3 +468,91 @@ def _as_params(table: sa.Table, row: tuple[Any, ...]) -> dict[str, Any]:
         if values[i] is not None:
             values[i] = date.fromisoformat(values[i])
     return dict(zip(table.columns.keys(), values, strict=True))
+
+
+# --- mutations: a small, explainable change to an existing SQLite demo warehouse ------------
+@dataclass(frozen=True)
+class Mutation:
+    """What :func:`mutate_sqlite_demo` changed, by kind of change: customer keys."""
+
+    round: int
+    changed: dict[str, list[int]]
+
+    @property
+    def customers(self) -> int:
+        return sum(len(keys) for keys in self.changed.values())
+
+
+MUTATION_SHARES: Final = (
+    ("ordered again today", 0.35),  # lapsed or at-risk customers come back: persona moves
+    ("last order pushed 100 days back", 0.2),  # loyal customers drift to at-risk
+    ("withdrew email consent", 0.1),  # suppressed on email, tags removed
+    ("unsubscribed from email", 0.1),  # on the unsubscribe list
+    ("changed email address", 0.06),  # identity change: tags move to the new address
+    ("opted in to SMS", 0.06),  # consent granted: suppression lifted, tags added
+    ("deleted from the warehouse", 0.05),  # key vanished: our tags come off
+    ("refunded a third order", 0.08),  # the negative persona: suppressed
+)
+
+
+def mutate_sqlite_demo(path: Path, customers: int | None = None) -> Mutation:
+    """Change a few hundred customers of the demo warehouse at ``path`` (deterministic per
+    round: the n-th mutation of the same warehouse always changes the same customers)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS personasync_demo_mutations "
+            "(round INTEGER PRIMARY KEY, customers INTEGER)"
+        )
+        spec_row = conn.execute("SELECT seed, as_of FROM personasync_demo_meta").fetchone()
+        (last,) = conn.execute("SELECT COALESCE(MAX(round), 0) FROM personasync_demo_mutations").fetchone()
+        round_number = last + 1
+        rng = random.Random(f"{spec_row[0]}:{round_number}")
+        keys = [row[0] for row in conn.execute("SELECT customer_id FROM customers ORDER BY customer_id")]
+        size = customers if customers is not None else min(300, max(10, len(keys) // 30))
+        chosen = rng.sample(keys, min(size, len(keys)))
+        changed: dict[str, list[int]] = {}
+        start = 0
+        for label, share in MUTATION_SHARES:
+            count = max(1, round(share * len(chosen)))
+            changed[label] = sorted(chosen[start : start + count])
+            start += count
+        as_of = spec_row[1]
+        _mutate(conn, changed, as_of, round_number)
+        conn.execute("INSERT INTO personasync_demo_mutations VALUES (?, ?)", (round_number, start))
+        conn.commit()
+    finally:
+        conn.close()
+    return Mutation(round_number, {k: v for k, v in changed.items() if v})
+
+
+def _mutate(conn: sqlite3.Connection, changed: dict[str, list[int]], as_of: str, round_number: int) -> None:
+    def each(label: str, sql: str, params: Callable[[int], tuple[Any, ...]] = lambda k: (k,)) -> None:
+        conn.executemany(sql, [params(k) for k in changed[label]])
+
+    each(
+        "ordered again today",
+        "UPDATE customers SET orders_count = orders_count + 3, lifetime_value = lifetime_value + 450, "
+        "last_order_date = ? WHERE customer_id = ?",
+        lambda k: (as_of, k),
+    )
+    each(
+        "last order pushed 100 days back",
+        "UPDATE customers SET last_order_date = date(?, '-100 days') WHERE customer_id = ?",
+        lambda k: (as_of, k),
+    )
+    each("withdrew email consent", "UPDATE customers SET email_opt_in = 0 WHERE customer_id = ?")
+    each(
+        "unsubscribed from email",
+        "INSERT INTO email_unsubscribes "
+        "SELECT email, ? FROM customers WHERE customer_id = ? AND email IS NOT NULL",
+        lambda k: (as_of, k),
+    )
+    each(
+        "changed email address",
+        "UPDATE customers SET email = ? WHERE customer_id = ?",
+        lambda k: (f"customer{k}.r{round_number}@new.example.com", k),
+    )
+    each("opted in to SMS", "UPDATE customers SET sms_opt_in = 'opted_in' WHERE customer_id = ?")
+    each("deleted from the warehouse", "DELETE FROM customers WHERE customer_id = ?")
+    each("refunded a third order", "UPDATE customers SET refunds_count = 3 WHERE customer_id = ?")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import typer
 
+from connectors import demo_data
 from sync import app as api
-from sync import cli_sync, render
+from sync import cli_sync, render, render_sync
 from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION
 from sync.cli_common import clock as _clock
 from sync.cli_common import fail as _fail
@@ -22,7 +23,9 @@ from sync.cli_common import load as _load
 from sync.cli_common import parse_date as _parse_date
 from sync.config import AppConfig
 from sync.config_loader import ConfigError
+from sync.engine import SyncOptions, SyncSummary
 from sync.exit_codes import ExitCode
+from sync.lock import LockHeld
 from sync.redact import Redactor, secrets_in
 from sync.validate import Check
 
@@ -107,8 +110,12 @@ def demo(
         show_default=False,
     ),
     force: bool = typer.Option(False, "--force", help="Regenerate the warehouse even if it is up to date."),
+    mutate: bool = typer.Option(
+        False, "--mutate", help="First change a few hundred customers, so the sync shows a small diff."
+    ),
 ) -> None:
-    """Build a demo SQLite warehouse with synthetic customers, write its config and validate it."""
+    """Build a demo SQLite warehouse with synthetic customers, write its config, validate it,
+    and sync it into two local file destinations (CSV files under outbox/)."""
     day = _parse_date(as_of) if as_of else datetime.now(timezone.utc).date()
     typer.echo(f"Building the demo warehouse in {directory} ({customers:,} customers, seed {seed}) ...")
     try:
@@ -121,17 +128,54 @@ def demo(
     _render_checks(result.checks, Redactor(), result.config_path)
     if not all(c.ok for c in result.checks):
         raise typer.Exit(int(ExitCode.CONFIG))
-    typer.echo("")
+    config = _load(result.config_path)
     clock = datetime.combine(result.spec.as_of, time.min, tzinfo=timezone.utc)
+    console = render.wide_console()
+    if mutate:
+        mutation = demo_data.mutate_sqlite_demo(result.warehouse)
+        typer.echo(f"\nMutation {mutation.round}: changed {mutation.customers} customers in the warehouse")
+        for label, keys in mutation.changed.items():
+            typer.echo(f"  {len(keys):>4}  {label} (e.g. key {keys[0]})")
+    elif result.generated:
+        typer.echo("")
+        try:
+            render.preview_table(api.preview(config, clock), console)
+        except api.ResolveProblem as exc:
+            _fail(f"problem  {result.config_path}: {exc.key}: {exc.message}", ExitCode.CONFIG)
+    first_sync = not api.run_history(config, 1)
+    typer.echo("\nSyncing into the file destinations ...")
+    if first_sync:
+        typer.echo(
+            "(first sync: customers without consent are suppressed, more than the 20 % guardrail allows; "
+            "the demo allows it, a real first sync stops and asks for --allow-large-changes)"
+        )
     try:
-        summary = api.preview(_load(result.config_path), clock)
+        summary = api.sync(config, clock=clock, options=SyncOptions(allow_large_changes=first_sync))
     except api.ResolveProblem as exc:
         _fail(f"problem  {result.config_path}: {exc.key}: {exc.message}", ExitCode.CONFIG)
-    render.preview_table(summary, render.wide_console())
+    except LockHeld as exc:
+        _fail(f"locked   {exc}", ExitCode.LOCKED)
+    render_sync.sync_summary(summary.as_json(), console)
+    config_arg = f"--config {result.config_path}"
+    as_of_arg = f"--as-of {result.spec.as_of}"
+    example = _example_key(summary) or "1"
     typer.echo(
-        f"\nNext: personasync personas explain {summary.example_key or 1} "
-        f"--config {result.config_path} --as-of {result.spec.as_of}"
+        f"\nFiles: {directory / 'outbox'}\n"
+        f"Next: personasync demo --mutate --dir {directory} {as_of_arg}   (change customers, sync the diff)\n"
+        f"      personasync sync --dry-run {config_arg} {as_of_arg}\n"
+        f"      personasync runs list {config_arg}\n"
+        f"      personasync personas explain {example} {config_arg} {as_of_arg}"
     )
+    if summary.exit_code is not ExitCode.OK:
+        raise typer.Exit(int(summary.exit_code))
+
+
+def _example_key(summary: SyncSummary) -> str | None:
+    for plan in summary.plans:
+        for changes in plan["samples"].values():
+            if changes:
+                return str(changes[0]["key"])
+    return None
 
 
 personas_cli = typer.Typer(
