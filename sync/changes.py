@@ -76,6 +76,7 @@ class KeyDiff:
     held: int  # changes not planned because they failed permanently for this same desired state
     before: frozenset[str]  # our tags the destination holds for this customer
     after: frozenset[str]  # our tags it should hold
+    was_suppressed: bool = False  # we had suppressed the customer at the desired address
 
 
 def diff_key(
@@ -134,7 +135,7 @@ def diff_key(
         held += len(own)
     else:
         changes.extend(own)
-    return KeyDiff(tuple(changes), held, before, target.tags)
+    return KeyDiff(tuple(changes), held, before, target.tags, was_suppressed)
 
 
 def _held(row: Acknowledged, wanted_fingerprint: str, retry_failed: bool) -> bool:

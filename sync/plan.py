@@ -51,6 +51,7 @@ class DestinationPlan:
     tag_changes: dict[str, Counter[ChangeKind]] = field(default_factory=dict)  # per tag: adds, removes
     migrations: Counter[tuple[str, str]] = field(default_factory=Counter)  # (from tags, to tags) -> customers
     samples: dict[ChangeKind, list[Change]] = field(default_factory=dict)
+    newly_suppressed: int = 0  # customers suppressed by this run who were not before
     held: int = 0  # changes held back: failed permanently for the same desired state
     unsupported: int = 0  # changes of a kind the destination cannot take (not planned)
     tagged_before: int = 0  # customers holding >= 1 of our tags, as acknowledged
@@ -88,6 +89,8 @@ class DestinationPlan:
                 samples.append(change)
         for kind in kinds_seen:
             self.contacts[kind] += 1
+        if ChangeKind.SUPPRESS in kinds_seen and not diff.was_suppressed:
+            self.newly_suppressed += 1
         return planned
 
     @property
@@ -145,7 +148,7 @@ def judge(plan: DestinationPlan, source_rows: int, allow_large_changes: bool) ->
     removing = plan.contacts[ChangeKind.REMOVE_TAG]
     if plan.tagged_before and removing:
         verdicts.append(_limit("max_remove_percent", "remove tags from", removing, plan.tagged_before, plan))
-    suppressing = plan.contacts[ChangeKind.SUPPRESS]
+    suppressing = plan.newly_suppressed  # a --full-resync re-sending known suppressions is not new
     base = max(plan.known_before, plan.addressed_after)
     if suppressing and base:
         verdicts.append(_limit("max_suppress_percent", "suppress", suppressing, base, plan))

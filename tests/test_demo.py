@@ -125,7 +125,7 @@ def test_demo_shows_the_preview_and_a_customer_to_explain(tmp_path: Path) -> Non
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "customers 500" in result.output and "serial_refunder (negative)" in result.output
-    suggested = re.search(r"Next: personasync (personas explain .*)", result.output)
+    suggested = re.search(r"personasync (personas explain .*)", result.output)
     assert suggested, result.output
     explained = runner.invoke(cli, suggested.group(1).split())
     assert explained.exit_code == 0, explained.output
