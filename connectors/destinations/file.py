@@ -130,6 +130,8 @@ def _tag_update(row: Row | None, change: Change) -> Row | None:
         row = {"key": change.key, "email": change.email or "", "phone": change.phone or "", "tags": ""}
     elif row is None:
         return None
+    else:
+        tags.discard(change.tag)
     if not tags:
         return None
     row["tags"] = LIST_SEPARATOR.join(sorted(tags))
