@@ -676,6 +676,36 @@ CASES: list[Case] = [
         swap('channel = "email"', 'channel = "mail"'),
     ),
     Case(
+        "destination-without-consent-for-its-channel",
+        "destinations[1]",
+        "channel 'sms' needs [consent.sms]: without it every customer would be suppressed",
+        swap("[consent.sms]", "[consent.crm]"),
+    ),
+    Case(
+        "destination-tag-name-for-unknown-persona",
+        "destinations[0].tag_names",
+        "unknown persona 'champoin' (did you mean 'champion'?)",
+        swap('path = "outbox/email"', 'path = "outbox/email"\ntag_names = { champoin = "VIP" }'),
+    ),
+    Case(
+        "destination-tag-prefix-with-separator",
+        "destinations[0].tag_prefix",
+        "tag names may not contain ';'",
+        swap('path = "outbox/email"', 'path = "outbox/email"\ntag_prefix = "persona;"'),
+    ),
+    Case(
+        "destination-guardrail-over-100",
+        "destinations[0].max_remove_percent",
+        "less than or equal to 100",
+        swap('path = "outbox/email"', 'path = "outbox/email"\nmax_remove_percent = 150'),
+    ),
+    Case(
+        "state-lock-timeout-zero",
+        "state.lock_timeout_minutes",
+        "greater than 0",
+        swap(STATE_URL, STATE_URL + "\nlock_timeout_minutes = 0"),
+    ),
+    Case(
         "suppression-bad-channel",
         "suppressions[0].channels[0]",
         "must be 'email', 'sms' or 'crm' (got 'mail')",

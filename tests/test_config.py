@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from connectors.demo_data import write_sqlite_demo
 from sync.app import example_config_text
 from sync.cli import cli
-from sync.config import FileDestinationConfig, database_url, display_url
+from sync.config import DESTINATION_TYPES, AppConfig, FileDestinationConfig, database_url, display_url
 from sync.config_loader import ConfigError, load_config
 from sync.redact import Redactor, secrets_in
 from tests.conftest import SMALL_DEMO
@@ -109,3 +112,27 @@ def test_redactor_masks_url_passwords_it_was_not_told_about() -> None:
     text = "failed: postgresql+psycopg://analyst:hunter2-long@db:5432/dw with api-key-123456"
     assert redact(text) == "failed: postgresql+psycopg://analyst:***@db:5432/dw with ***"
     assert redact("sqlite:////tmp/warehouse.db") == "sqlite:////tmp/warehouse.db"
+
+
+def _field_names(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    """Every key a config model accepts, nested models included (rule nodes once)."""
+    seen.add(model)
+    names = {info.alias or name for name, info in model.model_fields.items()}
+    for info in model.model_fields.values():
+        pending = [info.annotation]
+        while pending:
+            annotation = pending.pop()
+            pending.extend(typing.get_args(annotation))
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+                names |= _field_names(annotation, seen)
+    return names
+
+
+def test_every_config_key_is_documented_in_the_example() -> None:
+    example = (REPO / "config.example.toml").read_text(encoding="utf-8")
+    seen: set[type[BaseModel]] = set()
+    keys = set().union(*(_field_names(m, seen) for m in [AppConfig, *DESTINATION_TYPES.values()]))
+    shown = set(re.findall(r"[\[{,#\s]([a-z_]+)\s*=", example)) | {
+        k for h in re.findall(r"\[+([a-z_.]+)", example) for k in h.split(".")
+    }
+    assert not sorted(keys - shown), f"config.example.toml does not show: {sorted(keys - shown)}"
