@@ -15,13 +15,14 @@ class Measurement:
     peak_rss_mb: float
 
 
-def measure(command: list[str], *, quiet: bool = False) -> Measurement:
-    """Run ``command`` to completion (raising if it fails) and measure it; ``quiet`` drops its stdout."""
+def measure(command: list[str], *, quiet: bool = False, ok: tuple[int, ...] = (0,)) -> Measurement:
+    """Run ``command`` to completion (raising if its exit code is not in ``ok``) and measure it;
+    ``quiet`` drops its stdout."""
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL if quiet else None)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if os.waitstatus_to_exitcode(status) not in ok:
         raise RuntimeError(f"{command} exited with {os.waitstatus_to_exitcode(status)}")
     return Measurement(
         wall_s=round(wall, 2),

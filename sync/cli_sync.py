@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -37,6 +38,16 @@ def _progress(quiet: bool, output_format: str) -> AbstractContextManager[Progres
     if sys.stderr.isatty() and output_format == "text":
         return BarProgress()
     return nullcontext(LogProgress())
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM (Kubernetes, systemd, Airflow stopping a task) into a normal exit, so the
+    run is recorded as failed and its lock released instead of left to go stale."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def sync_command(
@@ -74,6 +85,7 @@ def sync_command(
     app_config = load(config)
     redact = Redactor(secrets_in(app_config))
     setup_logging(log_format, quiet, redact)
+    _exit_cleanly_on_sigterm()
     options = SyncOptions(
         dry_run=dry_run,
         full_resync=full_resync,
@@ -109,6 +121,7 @@ def apply_command(
     app_config = load(config)
     redact = Redactor(secrets_in(app_config))
     setup_logging(log_format, quiet, redact)
+    _exit_cleanly_on_sigterm()
     try:
         with _progress(quiet, output_format) as progress:
             summary = api.apply_plan(

@@ -31,6 +31,8 @@ from sync.plan import DestinationPlan, Limits, judge, plan_json
 from sync.ports import Destination, DestinationError
 from sync.spool import PlanError, Section, Spool, read_header, read_sections
 
+HEARTBEAT_SECONDS = 60  # while planning, refresh the run lock this often
+
 AssignmentSource = Callable[[Engine], AbstractContextManager[Iterable[Assignment]]]
 """Opens the resolver on the given state store and yields the key-ordered assignments."""
 
@@ -114,8 +116,9 @@ def run_sync(
             DestinationPlan(t.spec.name, t.spec.channel, t.destination.capabilities, t.limits)
             for t in targets
         ]
+        beat = held.heartbeat if held is not None else None
         with assignments(state) as stream:
-            source_rows = _plan(stream, ledger, state, targets, plans, spool, options)
+            source_rows = _plan(stream, ledger, state, targets, plans, spool, options, beat)
         spool.finish()
         for plan in plans:
             judge(plan, source_rows, options.allow_large_changes)
@@ -157,16 +160,24 @@ def _plan(
     plans: Sequence[DestinationPlan],
     spool: Spool,
     options: SyncOptions,
+    heartbeat: Callable[[], None] | None,
 ) -> int:
-    """Walk the assignments and the ledger together; count and spool every change."""
+    """Walk the assignments and the ledger together; count and spool every change.
+
+    ``heartbeat`` keeps the run lock fresh while a long plan is computed.
+    """
     source_rows = 0
     names = [t.spec.name for t in targets]
+    next_beat = time.monotonic() + HEARTBEAT_SECONDS
     with state.connect() as conn:
         rows = ledger.acknowledged(conn, names)
         for aligned in align(stream, rows):
             assignment = aligned.assignment
             if assignment is not None:
                 source_rows += 1
+                if heartbeat is not None and source_rows % 10_000 == 0 and time.monotonic() > next_beat:
+                    heartbeat()
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
             by_destination: dict[str, list[Acknowledged]] = {}
             for row in aligned.acknowledged:
                 by_destination.setdefault(row.destination, []).append(row)
