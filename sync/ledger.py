@@ -128,16 +128,6 @@ class Ledger:
                 destination, key, address, email, phone, split_tags(tags), bool(suppressed), failed
             )
 
-    def counts(self, destination: str) -> tuple[int, int]:
-        """(contacts holding our tags, contacts in the ledger) for one destination."""
-        m = MEMBERSHIPS
-        query = sa.select(sa.func.count().filter(m.c.tags != ""), sa.func.count()).where(
-            m.c.destination == destination
-        )
-        with self._engine.connect() as conn:
-            tagged, total = conn.execute(query).one()
-        return int(tagged), int(total)
-
     # --- writing -----------------------------------------------------------------------
     def commit(self, run_id: int, destination: str, outcomes: Sequence[RecordOutcome]) -> None:
         """Record one batch: apply its acknowledged changes to the ledger rows and store every

@@ -30,7 +30,7 @@ MEMBERS_FILE: Final = "members.csv"
 SUPPRESSIONS_FILE: Final = "suppressions.csv"
 MEMBER_COLUMNS: Final = ("key", "email", "phone", "tags")
 SUPPRESSION_COLUMNS: Final = ("key", "email", "phone", "reasons")
-BATCH_SIZE: Final = 100_000  # changes merged per file rewrite; bounds memory per batch
+BATCH_SIZE: Final = 50_000  # changes merged per file rewrite; bounds memory per batch
 LIST_SEPARATOR: Final = ";"
 
 Row = dict[str, str]
