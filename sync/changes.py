@@ -94,6 +94,8 @@ def diff_key(
     are not ours to touch. ``full_resync`` re-sends every desired tag and suppression.
     """
     target = desired if desired is not None and desired.address is not None else None
+    if not acknowledged and (target is None or not (target.tags or target.suppressed)):
+        return KeyDiff((), 0, frozenset(), frozenset())  # nothing held, nothing wanted
     wanted_fingerprint = desired.fingerprint if desired is not None else NOTHING
     changes: list[Change] = []
     held = 0

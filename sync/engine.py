@@ -26,7 +26,7 @@ from sync.changes import Acknowledged, Change, align, diff_key
 from sync.exit_codes import ExitCode
 from sync.ledger import Ledger, RunStatus
 from sync.lock import RunLock, run_lock
-from sync.membership import DestinationSpec, membership
+from sync.membership import DestinationSpec, Membership, MembershipBuilder
 from sync.plan import DestinationPlan, Limits, judge, plan_json
 from sync.ports import Destination, DestinationError
 from sync.spool import PlanError, Section, Spool, read_header, read_sections
@@ -169,6 +169,7 @@ def _plan(
     source_rows = 0
     names = [t.spec.name for t in targets]
     next_beat = time.monotonic() + HEARTBEAT_SECONDS
+    builders = [MembershipBuilder(t.spec) for t in targets]
     with state.connect() as conn:
         rows = ledger.acknowledged(conn, names)
         for aligned in align(stream, rows):
@@ -181,9 +182,12 @@ def _plan(
             by_destination: dict[str, list[Acknowledged]] = {}
             for row in aligned.acknowledged:
                 by_destination.setdefault(row.destination, []).append(row)
-            for target, plan in zip(targets, plans, strict=True):
-                acknowledged = by_destination.get(target.spec.name, ())
-                desired = membership(assignment, target.spec) if assignment is not None else None
+            for build, plan in zip(builders, plans, strict=True):
+                acknowledged = by_destination.get(plan.name, ())
+                desired = build(assignment) if assignment is not None else None
+                if desired is not None and not options.full_resync and _unchanged(desired, acknowledged):
+                    plan.add_unchanged(desired.tags, desired.suppressed, bool(acknowledged))
+                    continue
                 diff = diff_key(
                     desired,
                     acknowledged,
@@ -194,8 +198,24 @@ def _plan(
                 suppressed = desired is not None and desired.suppressed
                 changes = plan.add(diff, bool(acknowledged), suppressed)
                 if changes:
-                    spool.write(target.spec.name, changes)
+                    spool.write(plan.name, changes)
     return source_rows
+
+
+def _unchanged(desired: Membership, acknowledged: Sequence[Acknowledged]) -> bool:
+    """The common case, decided without a diff: the destination holds exactly ``desired``
+    (or nothing, and nothing is wanted)."""
+    if not acknowledged:
+        return not desired.tags and not desired.suppressed
+    if len(acknowledged) != 1:
+        return False
+    row = acknowledged[0]
+    return (
+        row.address == desired.address
+        and row.tags == desired.tags
+        and row.suppressed == desired.suppressed
+        and row.failed_fingerprint is None
+    )
 
 
 def _check(targets: Sequence[Target]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from personas.model import (
     NO_CONSENT,
     Assignment,
     Channel,
+    ChannelStatus,
 )
 
 AddressKind = Literal["email", "phone"]
@@ -88,20 +89,43 @@ NOTHING: Final = fingerprint(None, frozenset(), False)
 
 def membership(assignment: Assignment, destination: DestinationSpec) -> Membership:
     """What ``destination`` should hold for the customer of ``assignment``."""
-    channel = destination.channel
-    email = assignment.email
-    if email is not None and DUPLICATE_EMAIL in assignment.channels["email"].reasons:
-        email = None
-    address = email if ADDRESS_KIND[channel] == "email" else assignment.phone
-    if address is None:
-        return Membership(assignment.key, None, email, assignment.phone, frozenset(), False)
-    status = assignment.channels[channel]
-    reasons = tuple(
-        reason for reason in status.reasons if status.suppressed and _is_suppression(reason)
-    ) + tuple(reason for reason in status.reasons if reason in CONSENT_REASONS)
-    suppressed = bool(reasons)
-    tags = frozenset(destination.naming.tag(p) for p in assignment.tags[channel])
-    return Membership(assignment.key, address, email, assignment.phone, tags, suppressed, reasons)
+    return MembershipBuilder(destination)(assignment)
+
+
+class MembershipBuilder:
+    """:func:`membership` for one destination, remembering the outcome of each distinct
+    (channel status, personas) pair: a run has a few hundred, shared by every customer."""
+
+    def __init__(self, destination: DestinationSpec) -> None:
+        self._destination = destination
+        self._outcomes: dict[
+            tuple[ChannelStatus, tuple[str, ...]], tuple[frozenset[str], tuple[str, ...]]
+        ] = {}
+
+    def __call__(self, assignment: Assignment) -> Membership:
+        channel = self._destination.channel
+        email = assignment.email
+        if email is not None and DUPLICATE_EMAIL in assignment.channels["email"].reasons:
+            email = None
+        address = email if ADDRESS_KIND[channel] == "email" else assignment.phone
+        if address is None:
+            return Membership(assignment.key, None, email, assignment.phone, frozenset(), False)
+        status = assignment.channels[channel]
+        personas = assignment.tags[channel]
+        outcome = self._outcomes.get((status, personas))
+        if outcome is None:
+            outcome = self._outcomes[(status, personas)] = self._decide(status, personas)
+        tags, reasons = outcome
+        return Membership(assignment.key, address, email, assignment.phone, tags, bool(reasons), reasons)
+
+    def _decide(
+        self, status: ChannelStatus, personas: tuple[str, ...]
+    ) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The tags, and the reasons to suppress (none: not suppressed)."""
+        reasons = tuple(
+            reason for reason in status.reasons if status.suppressed and _is_suppression(reason)
+        ) + tuple(reason for reason in status.reasons if reason in CONSENT_REASONS)
+        return frozenset(self._destination.naming.tag(p) for p in personas), reasons
 
 
 def _is_suppression(reason: str) -> bool:

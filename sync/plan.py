@@ -60,6 +60,16 @@ class DestinationPlan:
     tagged_after: int = 0
     verdicts: list[Verdict] = field(default_factory=list)
 
+    def add_unchanged(self, tags: frozenset[str], suppressed: bool, in_ledger: bool) -> None:
+        """Count a customer the destination already holds exactly as desired."""
+        if tags:
+            self.tagged_before += 1
+            self.tagged_after += 1
+        if in_ledger:
+            self.known_before += 1
+        if tags or suppressed:
+            self.addressed_after += 1
+
     def add(self, diff: KeyDiff, in_ledger: bool, suppressed_after: bool) -> list[Change]:
         """Count one customer's diff; returns the changes to spool."""
         self.held += diff.held
