@@ -5,11 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from connectors.demo_data import mutate_sqlite_demo
@@ -18,7 +24,7 @@ from sync.config import database_url
 from sync.config_loader import load_config
 from sync.lock import acquire
 from sync.state import create_state_engine
-from tests.sync_world import LEDGER_TABLES
+from tests.sync_world import LEDGER_TABLES, make_world
 
 AS_OF = "2026-11-01"
 
@@ -144,3 +150,70 @@ def test_json_logs_are_one_object_per_line(demo: Path) -> None:
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert lines and all({"ts", "level", "message"} <= set(line) for line in lines)
     assert any(line.get("destination") == "email_outbox" for line in lines)
+
+
+def test_sigterm_stops_a_run_cleanly_and_releases_the_lock(tmp_path: Path) -> None:
+    make_world(tmp_path, customers=50_000)  # a demo warehouse and config (file destinations)
+    state = tmp_path / "personasync-state.db"
+    command = [sys.executable, "-m", "sync.cli_main", "sync", "--config", str(tmp_path / "personasync.toml")]
+    proc = subprocess.Popen([*command, "--allow-large-changes", "--quiet", "--as-of", AS_OF])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not _lock_held(state):
+        time.sleep(0.02)
+    assert _lock_held(state), "the run never took the lock"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not _lock_held(state)  # released: the next scheduled run does not wait for it to go stale
+
+
+def _lock_held(state: Path) -> bool:
+    if not state.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5) as conn:
+            return bool(conn.execute("SELECT count(*) FROM locks").fetchone()[0])
+    except sqlite3.OperationalError:  # the tables are being created
+        return False
+
+
+@pytest.mark.postgres
+def test_no_secret_reaches_output_logs_plans_or_state(
+    tmp_path: Path, postgres_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "Sup3r-S3cret-Passw0rd"  # trust auth on the test server accepts any password
+    state_url = make_url(postgres_schema_url).set(password=secret).render_as_string(hide_password=False)
+    monkeypatch.setenv("PS_TEST_STATE_URL", state_url)
+    make_world(tmp_path, customers=300, state_url="${PS_TEST_STATE_URL}")
+    config = str(tmp_path / "personasync.toml")
+    plan = tmp_path / "plan.jsonl"
+    outputs = []
+    for args in (
+        [
+            "sync",
+            "--config",
+            config,
+            "--as-of",
+            AS_OF,
+            "--dry-run",
+            "--plan-out",
+            str(plan),
+            "--format",
+            "json",
+        ],
+        ["sync", "--config", config, "--as-of", AS_OF, "--allow-large-changes", "--log-format", "json"],
+        ["runs", "show", "1", "--config", config, "--format", "json"],
+        ["runs", "list", "--config", config],
+        ["validate", "--config", config],
+    ):
+        result = CliRunner().invoke(cli, args)
+        outputs.append(result.output + (result.stderr or ""))
+    assert "Run 1: succeeded" in outputs[1]
+    assert all(secret not in output for output in outputs)
+    assert secret not in plan.read_text()
+    engine = sa.create_engine(postgres_schema_url)
+    try:
+        with engine.connect() as conn:
+            for table in LEDGER_TABLES:
+                assert secret not in repr(conn.execute(sa.text(f"SELECT * FROM {table}")).all())
+    finally:
+        engine.dispose()
