@@ -4,6 +4,7 @@ priorities, negative personas, channels, holdouts), resolved through the real qu
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -278,3 +279,25 @@ def test_an_unreachable_warehouse_is_named_without_its_password(
     assert result.exit_code == 2, result.output
     assert "warehouse.url" in result.output and "127.0.0.1" in result.output
     assert "hunter2-not-for-logs" not in result.output
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_assignments_do_not_depend_on_the_order_rows_are_stored_in(
+    people_url: str, tmp_path: Path, seed: int
+) -> None:
+    # A heap table without a key keeps rows in insertion order: shuffled, the warehouse
+    # must still hand them over sorted, and every customer must come out the same.
+    heap = sa.Table("people_heap", sa.MetaData(), *(sa.Column(c.name, c.type) for c in CUSTOMERS.c))
+    rows = [dict(zip(CUSTOMERS.c.keys(), row, strict=True)) for row in ROWS]
+    random.Random(seed).shuffle(rows)
+    engine = sa.create_engine(people_url)
+    with engine.begin() as conn:
+        heap.create(conn)
+        conn.execute(heap.insert(), rows)
+    engine.dispose()
+    expected = resolve(build_config(people_url, tmp_path))
+    shuffled = resolve(
+        build_config(people_url, tmp_path, source={**CONFIG["source"], "table": "people_heap"})
+    )
+    assert list(shuffled) == list(expected)
+    assert shuffled == expected
