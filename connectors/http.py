@@ -281,9 +281,11 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session or requests.Session()
+        self._session.auth = auth
         self._session.headers.update(
             {"User-Agent": user_agent(), "Accept": "application/json", **(headers or {})}
         )

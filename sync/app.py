@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import demo_data
+from connectors.destinations import mailchimp
 from connectors.destinations.file import FileDestination
 from connectors.warehouse import (
     WarehouseCatalog,
@@ -43,13 +44,20 @@ from personas.resolve import (
     suppression_entries,
 )
 from sync.apply import Progress
-from sync.config import AppConfig, DestinationConfig, database_url, display_url
+from sync.config import (
+    AppConfig,
+    DestinationConfig,
+    FileDestinationConfig,
+    MailchimpDestinationConfig,
+    database_url,
+    display_url,
+)
 from sync.config_loader import load_config
 from sync.engine import SyncOptions, SyncSummary, Target, apply_saved_plan, run_sync
 from sync.ledger import FailureRecord, Ledger, RunRecord
 from sync.membership import DestinationSpec
 from sync.plan import Limits
-from sync.ports import Destination
+from sync.ports import Destination, DestinationError
 from sync.state import SqlIdentityCache, StateError, create_state_engine, migrate
 from sync.validate import Check, describe, origin_key, validate_against
 
@@ -251,6 +259,15 @@ def explain(config: AppConfig, clock: datetime, key: str) -> Explanation:
 def _destination_checks(config: AppConfig) -> list[Check]:
     checks = []
     for i, destination in enumerate(config.destinations):
+        if not isinstance(destination, FileDestinationConfig):
+            try:
+                destination_for(destination).check()
+            except DestinationError as exc:
+                checks.append(Check(False, f"destinations[{i}]", str(exc)))
+            else:
+                checks.append(Check(True, f"destinations[{i}]", f"{destination.name} ({destination.type}, "
+                                    f"{destination.channel}): credentials and audience ok"))  # fmt: skip
+            continue
         folder = Path(destination.path)
         ancestor = next(p for p in (folder, *folder.parents) if p.exists())
         if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
@@ -321,6 +338,15 @@ def demo_config_text() -> str:
 # --- sync ------------------------------------------------------------------------------------
 def destination_for(config: DestinationConfig) -> Destination:
     """The connector for one configured destination."""
+    if isinstance(config, MailchimpDestinationConfig):
+        return mailchimp.build(
+            config.name,
+            config.api_key.get_secret_value(),
+            config.list_id,
+            base_url=config.base_url,
+            requests_per_second=config.requests_per_second,
+            timeout=(10.0, config.timeout_seconds),
+        )
     return FileDestination(config.name, config.channel, Path(config.path))
 
 

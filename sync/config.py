@@ -119,7 +119,42 @@ class FileDestinationConfig(DestinationBase):
     path: str = Field(min_length=1, description="Folder for the CSV files, relative to the config file.")
 
 
-DESTINATION_TYPES: Final[dict[str, type[DestinationBase]]] = {"file": FileDestinationConfig}
+class MailchimpDestinationConfig(DestinationBase):
+    type: Literal["mailchimp"] = Field(
+        description="A Mailchimp audience: persona tags as tags, suppression as unsubscribed."
+    )
+    api_key: SecretStr = Field(
+        description='Mailchimp API key, e.g. "${MAILCHIMP_API_KEY}"; ends with its data centre (-us6).'
+    )
+    list_id: str = Field(min_length=1, description="The audience (list) id.")
+    base_url: str | None = Field(
+        default=None, description="API base URL; default https://<dc>.api.mailchimp.com/3.0 from the key."
+    )
+    requests_per_second: float = Field(
+        default=10, gt=0, description="Requests per second (Mailchimp publishes only a 10-connection cap)."
+    )
+    timeout_seconds: float = Field(
+        default=120, gt=0, description="Read timeout per request (Mailchimp's own is 120 s)."
+    )
+
+    @model_validator(mode="after")
+    def _email_channel_and_data_centre(self) -> MailchimpDestinationConfig:
+        if self.channel != "email":
+            raise ValueError(
+                f"a mailchimp destination sends email; channel must be 'email' (got {self.channel!r})"
+            )
+        key = self.api_key.get_secret_value()
+        if self.base_url is None and ("-" not in key or not key.rpartition("-")[2].isalnum()):
+            raise ValueError(
+                "api_key: a Mailchimp API key ends with its data centre, e.g. '-us6' (or set base_url)"
+            )
+        return self
+
+
+DESTINATION_TYPES: Final[dict[str, type[DestinationBase]]] = {
+    "file": FileDestinationConfig,
+    "mailchimp": MailchimpDestinationConfig,
+}
 
 
 def _destination_type(value: object) -> str | None:
@@ -131,7 +166,7 @@ def _destination_type(value: object) -> str | None:
 
 
 DestinationConfig = Annotated[
-    Annotated[FileDestinationConfig, Tag("file")],
+    Annotated[FileDestinationConfig, Tag("file")] | Annotated[MailchimpDestinationConfig, Tag("mailchimp")],
     Discriminator(_destination_type),
 ]
 
@@ -202,9 +237,7 @@ class AppConfig(StrictModel):
 
     @field_validator("destinations")
     @classmethod
-    def _unique_destination_names(
-        cls, destinations: list[FileDestinationConfig]
-    ) -> list[FileDestinationConfig]:
+    def _unique_destination_names(cls, destinations: list[DestinationBase]) -> list[DestinationBase]:
         dupes = _duplicates([d.name for d in destinations])
         if dupes:
             raise ValueError(f"duplicate destination name(s): {', '.join(dupes)}")

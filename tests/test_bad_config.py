@@ -280,7 +280,7 @@ CASES: list[Case] = [
     Case(
         "missing-destination-type",
         "destinations[0]",
-        "missing key 'type' (one of: file)",
+        "missing key 'type' (one of: file, mailchimp)",
         swap('type = "file"\nname = "email_outbox"', 'name = "email_outbox"'),
     ),
     # --- ${VAR} interpolation: names the variable, never repeats a value ----------------
@@ -698,6 +698,21 @@ CASES: list[Case] = [
         "destinations[0].max_remove_percent",
         "less than or equal to 100",
         swap('path = "outbox/email"', 'path = "outbox/email"\nmax_remove_percent = 150'),
+    ),
+    Case(
+        "mailchimp-on-the-sms-channel",
+        "destinations[2]",
+        "a mailchimp destination sends email; channel must be 'email' (got 'sms')",
+        append='[[destinations]]\ntype = "mailchimp"\nname = "mc"\nchannel = "sms"\n'
+        'api_key = "abc-us6"\nlist_id = "l1"\n',
+    ),
+    Case(
+        "mailchimp-key-without-data-centre",
+        "destinations[2]",
+        "a Mailchimp API key ends with its data centre, e.g. '-us6' (or set base_url)",
+        append='[[destinations]]\ntype = "mailchimp"\nname = "mc"\nchannel = "email"\n'
+        'api_key = "abcdef"\nlist_id = "l1"\n',
+        absent=("abcdef",),
     ),
     Case(
         "state-lock-timeout-zero",
