@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import IO
 
 
 @dataclass(frozen=True)
@@ -15,11 +16,13 @@ class Measurement:
     peak_rss_mb: float
 
 
-def measure(command: list[str], *, quiet: bool = False, ok: tuple[int, ...] = (0,)) -> Measurement:
+def measure(
+    command: list[str], *, quiet: bool = False, ok: tuple[int, ...] = (0,), stdout: IO[str] | None = None
+) -> Measurement:
     """Run ``command`` to completion (raising if its exit code is not in ``ok``) and measure it;
-    ``quiet`` drops its stdout."""
+    ``quiet`` drops its stdout, ``stdout`` captures it."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL if quiet else None)
+    proc = subprocess.Popen(command, stdout=stdout or (subprocess.DEVNULL if quiet else None))
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) not in ok:

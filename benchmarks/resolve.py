@@ -24,8 +24,8 @@ from benchmarks.measure import Measurement, measure
 AS_OF = "2026-11-22"
 
 
-def bare_sql(config_path: str) -> None:
-    """Fetch every row of the resolver query with sqlite3 and nothing else: the floor."""
+def resolver_sql(config_path: str) -> str:
+    """The resolver's SELECT for the demo config, as plain SQLite SQL with its values inlined."""
     from connectors.warehouse import create_warehouse_engine, describe_table
     from personas.query import build_resolver_query
     from sync.config import database_url
@@ -37,11 +37,19 @@ def bare_sql(config_path: str) -> None:
         kinds = describe_table(conn, "customers").kinds
     clock = datetime.fromisoformat(AS_OF).replace(tzinfo=timezone.utc)
     query = build_resolver_query(config.resolver_settings(), kinds, clock)
-    sql = str(query.statement.compile(engine, compile_kwargs={"literal_binds": True}))
-    database = Path(config_path).parent / "warehouse.db"
-    cursor = sqlite3.connect(f"file:{database}?mode=ro", uri=True).execute(sql)
+    return str(query.statement.compile(engine, compile_kwargs={"literal_binds": True}))
+
+
+def fetch_all(conn: sqlite3.Connection, sql: str) -> None:
+    cursor = conn.execute(sql)
     while cursor.fetchmany(10_000):
         pass
+
+
+def bare_sql(config_path: str) -> None:
+    """Fetch every row of the resolver query with sqlite3 and nothing else: the floor."""
+    database = Path(config_path).parent / "warehouse.db"
+    fetch_all(sqlite3.connect(f"file:{database}?mode=ro", uri=True), resolver_sql(config_path))
 
 
 def mutate(warehouse: Path, share: float) -> None:

@@ -29,37 +29,21 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.measure import Measurement, measure
-from benchmarks.resolve import AS_OF
+from benchmarks.resolve import AS_OF, fetch_all, resolver_sql
 
 GUARDRAIL = 3
 
 
 def bare_sql(config_path: str) -> None:
     """The resolver query hash-joined to the ledger, fetched with sqlite3: the floor."""
-    from datetime import datetime, timezone
-
-    from connectors.warehouse import create_warehouse_engine, describe_table
-    from personas.query import build_resolver_query
-    from sync.config import database_url
-    from sync.config_loader import load_config
-
-    config = load_config(Path(config_path))
-    engine = create_warehouse_engine(database_url(config.warehouse.url))
-    with engine.connect() as conn:
-        kinds = describe_table(conn, "customers").kinds
-    clock = datetime.fromisoformat(AS_OF).replace(tzinfo=timezone.utc)
-    query = build_resolver_query(config.resolver_settings(), kinds, clock)
-    resolver_sql = str(query.statement.compile(engine, compile_kwargs={"literal_binds": True}))
     folder = Path(config_path).parent
     conn = sqlite3.connect(f"file:{folder / 'warehouse.db'}?mode=ro", uri=True)
     conn.execute(f"ATTACH DATABASE 'file:{folder / 'personasync-state.db'}?mode=ro' AS state")
-    sql = (
-        f"SELECT r.*, m.tags, m.suppressed FROM ({resolver_sql}) AS r "
-        "LEFT JOIN state.memberships AS m ON m.key = r.k AND m.destination = 'email_outbox'"
+    fetch_all(
+        conn,
+        f"SELECT r.*, m.tags, m.suppressed FROM ({resolver_sql(config_path)}) AS r "
+        "LEFT JOIN state.memberships AS m ON m.key = r.k AND m.destination = 'email_outbox'",
     )
-    cursor = conn.execute(sql)
-    while cursor.fetchmany(10_000):
-        pass
 
 
 def main() -> None:
@@ -113,23 +97,10 @@ def run_size(size: int, folder: Path) -> None:
 def timed_sync(command: list[str]) -> tuple[Measurement, int]:
     """Measure a real sync; the requests it sent, read from its JSON summary."""
     with tempfile.TemporaryFile("w+") as out:
-        import time
-
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=out)
-        import os
-
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{command} exited with {os.waitstatus_to_exitcode(status)}")
+        measurement = measure(command, stdout=out)
         out.seek(0)
         summary = json.load(out)
-    requests = sum((d["result"] or {}).get("requests", 0) for d in summary["destinations"])
-    measurement = Measurement(
-        round(wall, 2), round(usage.ru_utime + usage.ru_stime, 2), round(usage.ru_maxrss / 1024, 1)
-    )
-    return measurement, requests
+    return measurement, sum((d["result"] or {}).get("requests", 0) for d in summary["destinations"])
 
 
 if __name__ == "__main__":

@@ -93,9 +93,9 @@ def diff_key(
     Only tags in ``acknowledged`` are ever removed: tags someone else put on the contact
     are not ours to touch. ``full_resync`` re-sends every desired tag and suppression.
     """
+    if desired is not None and not full_resync and unchanged(desired, acknowledged):
+        return KeyDiff((), 0, desired.tags, desired.tags, desired.suppressed)
     target = desired if desired is not None and desired.address is not None else None
-    if not acknowledged and (target is None or not (target.tags or target.suppressed)):
-        return KeyDiff((), 0, frozenset(), frozenset())  # nothing held, nothing wanted
     wanted_fingerprint = desired.fingerprint if desired is not None else NOTHING
     changes: list[Change] = []
     held = 0
@@ -138,6 +138,22 @@ def diff_key(
     else:
         changes.extend(own)
     return KeyDiff(tuple(changes), held, before, target.tags, was_suppressed)
+
+
+def unchanged(desired: Membership, acknowledged: Sequence[Acknowledged]) -> bool:
+    """The common case, decided without a diff: the destination holds exactly ``desired``
+    (or nothing, and nothing is wanted), with no failure pending."""
+    if not acknowledged:
+        return not desired.tags and not desired.suppressed
+    if len(acknowledged) != 1:
+        return False
+    row = acknowledged[0]
+    return (
+        row.address == desired.address
+        and row.tags == desired.tags
+        and row.suppressed == desired.suppressed
+        and row.failed_fingerprint is None
+    )
 
 
 def _held(row: Acknowledged, wanted_fingerprint: str, retry_failed: bool) -> bool:

@@ -15,6 +15,7 @@ from sync import app as api
 from sync import render, render_sync
 from sync.apply import NoProgress, Progress
 from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION, clock, fail, load
+from sync.config import AppConfig
 from sync.engine import SyncOptions, SyncSummary
 from sync.exit_codes import ExitCode
 from sync.lock import LockHeld
@@ -50,6 +51,18 @@ def _exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _start(config: Path, output_format: str, log_format: str, quiet: bool) -> tuple[AppConfig, Redactor]:
+    """What every command that sends starts with: options checked, config loaded, logging
+    redacted, SIGTERM turned into a clean exit."""
+    _check_choice("--format", output_format, ("text", "json"))
+    _check_choice("--log-format", log_format, ("text", "json"))
+    app_config = load(config)
+    redact = Redactor(secrets_in(app_config))
+    setup_logging(log_format, quiet, redact)
+    _exit_cleanly_on_sigterm()
+    return app_config, redact
+
+
 def sync_command(
     config: Path = CONFIG_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print; send nothing, write no state."),
@@ -80,12 +93,7 @@ def sync_command(
     """Send persona tags and suppressions to the destinations: only what changed since the
     last acknowledged state. Exit codes: 0 ok, 1 some records failed, 2 config, 3 guardrail,
     4 lock held, 5 destination unusable."""
-    _check_choice("--format", output_format, ("text", "json"))
-    _check_choice("--log-format", log_format, ("text", "json"))
-    app_config = load(config)
-    redact = Redactor(secrets_in(app_config))
-    setup_logging(log_format, quiet, redact)
-    _exit_cleanly_on_sigterm()
+    app_config, redact = _start(config, output_format, log_format, quiet)
     options = SyncOptions(
         dry_run=dry_run,
         full_resync=full_resync,
@@ -116,12 +124,7 @@ def apply_command(
     log_format: str = LOG_FORMAT,
 ) -> None:
     """Apply exactly the changes of a saved plan; refuses if the state changed since it was made."""
-    _check_choice("--format", output_format, ("text", "json"))
-    _check_choice("--log-format", log_format, ("text", "json"))
-    app_config = load(config)
-    redact = Redactor(secrets_in(app_config))
-    setup_logging(log_format, quiet, redact)
-    _exit_cleanly_on_sigterm()
+    app_config, redact = _start(config, output_format, log_format, quiet)
     try:
         with _progress(quiet, output_format) as progress:
             summary = api.apply_plan(
@@ -163,7 +166,9 @@ def runs_list(
     try:
         runs = api.run_history(app_config, limit)
     except api.ResolveProblem as exc:
-        fail(f"problem  {config}: {exc.key}: {exc.message}", ExitCode.CONFIG)
+        fail(
+            Redactor(secrets_in(app_config))(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG
+        )
     if output_format == "json":
         typer.echo(json.dumps([render_sync.run_record_json(r) for r in runs], indent=2))
     elif not runs:
@@ -186,7 +191,9 @@ def runs_show(
     try:
         details = api.run_details(app_config, run_id, failures)
     except api.ResolveProblem as exc:
-        fail(f"problem  {config}: {exc.key}: {exc.message}", ExitCode.CONFIG)
+        fail(
+            Redactor(secrets_in(app_config))(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG
+        )
     if details is None:
         fail(f"no run {run_id} in the state store (see `personasync runs list`)", ExitCode.CONFIG)
     if output_format == "json":

@@ -22,11 +22,11 @@ from sqlalchemy.engine import Engine
 
 from personas.model import Assignment
 from sync.apply import Applier, DestinationTally, NoProgress, Progress
-from sync.changes import Acknowledged, Change, align, diff_key
+from sync.changes import Acknowledged, Change, align, diff_key, unchanged
 from sync.exit_codes import ExitCode
 from sync.ledger import Ledger, RunStatus
 from sync.lock import RunLock, run_lock
-from sync.membership import DestinationSpec, Membership, MembershipBuilder
+from sync.membership import DestinationSpec, MembershipBuilder
 from sync.plan import DestinationPlan, Limits, judge, plan_json
 from sync.ports import Destination, DestinationError
 from sync.spool import PlanError, Section, Spool, read_header, read_sections
@@ -180,12 +180,12 @@ def _plan(
                     heartbeat()
                     next_beat = time.monotonic() + HEARTBEAT_SECONDS
             by_destination: dict[str, list[Acknowledged]] = {}
-            for row in aligned.acknowledged:
+            for row in aligned.acknowledged:  # usually one row, often none
                 by_destination.setdefault(row.destination, []).append(row)
             for build, plan in zip(builders, plans, strict=True):
                 acknowledged = by_destination.get(plan.name, ())
                 desired = build(assignment) if assignment is not None else None
-                if desired is not None and not options.full_resync and _unchanged(desired, acknowledged):
+                if desired is not None and not options.full_resync and unchanged(desired, acknowledged):
                     plan.add_unchanged(desired.tags, desired.suppressed, bool(acknowledged))
                     continue
                 diff = diff_key(
@@ -200,22 +200,6 @@ def _plan(
                 if changes:
                     spool.write(plan.name, changes)
     return source_rows
-
-
-def _unchanged(desired: Membership, acknowledged: Sequence[Acknowledged]) -> bool:
-    """The common case, decided without a diff: the destination holds exactly ``desired``
-    (or nothing, and nothing is wanted)."""
-    if not acknowledged:
-        return not desired.tags and not desired.suppressed
-    if len(acknowledged) != 1:
-        return False
-    row = acknowledged[0]
-    return (
-        row.address == desired.address
-        and row.tags == desired.tags
-        and row.suppressed == desired.suppressed
-        and row.failed_fingerprint is None
-    )
 
 
 def _check(targets: Sequence[Target]) -> dict[str, str]:

@@ -7,6 +7,7 @@ run records), so what a person reads and what a script parses cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Final
 
 from rich.console import Console
@@ -188,19 +189,7 @@ def run_details_json(details: RunDetails) -> dict[str, Any]:
         **run_record_json(run),
         "summary": run.summary,
         "failure_count": details.failure_count,
-        "failures": [
-            {
-                "destination": f.destination,
-                "key": f.key,
-                "address": f.address,
-                "change": f.change,
-                "tag": f.tag,
-                "status": f.status,
-                "reason": f.reason,
-                "attempts": f.attempts,
-            }
-            for f in details.failures
-        ],
+        "failures": [asdict(f) for f in details.failures],
     }
 
 
