@@ -205,6 +205,20 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
 
+def window_rate(per_second: float, per_minute: float, share: float = 1.0) -> tuple[float, int]:
+    """A token bucket (rate, burst) that never exceeds a vendor's two fixed windows, e.g.
+    Klaviyo's "burst 10/s, steady 150/m", scaled by ``share`` of the quota.
+
+    In any window of ``w`` seconds a bucket lets through at most ``burst + rate * w``
+    requests, so the rate sits a little under the steady limit and the burst takes what
+    both windows leave over.
+    """
+    per_second, per_minute = per_second * share, per_minute * share
+    rate = min(per_second, per_minute / 60) * 0.95
+    burst = int(min(per_second - rate, per_minute - 60 * rate))
+    return rate, max(1, burst)
+
+
 # --- errors --------------------------------------------------------------------------------
 class ApiError(Exception):
     """A call failed; the message is safe to print (credentials masked)."""
@@ -282,8 +296,10 @@ class ApiClient:
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
         auth: tuple[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._content_type = content_type
         self._session = session or requests.Session()
         self._session.auth = auth
         self._session.headers.update(
@@ -348,7 +364,7 @@ class ApiClient:
                     url,
                     data=None if json_body is None else json.dumps(json_body),
                     params=params,
-                    headers={"Content-Type": "application/json", **(headers or {})}
+                    headers={"Content-Type": self._content_type, **(headers or {})}
                     if json_body is not None
                     else headers,
                     timeout=self._timeout,

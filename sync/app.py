@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import demo_data
-from connectors.destinations import mailchimp
+from connectors.destinations import klaviyo, mailchimp
 from connectors.destinations.file import FileDestination
 from connectors.warehouse import (
     WarehouseCatalog,
@@ -48,6 +48,7 @@ from sync.config import (
     AppConfig,
     DestinationConfig,
     FileDestinationConfig,
+    KlaviyoDestinationConfig,
     MailchimpDestinationConfig,
     database_url,
     display_url,
@@ -334,6 +335,23 @@ def destination_for(config: DestinationConfig) -> Destination:
             config.list_id,
             base_url=config.base_url,
             requests_per_second=config.requests_per_second,
+            timeout=(10.0, config.timeout_seconds),
+        )
+    if isinstance(config, KlaviyoDestinationConfig):
+        naming = config.naming()
+        settings = klaviyo.KlaviyoSettings(
+            channel=config.channel,
+            tag_property=config.tag_property,
+            lists={naming.tag(persona): list_id for persona, list_id in config.lists.items()},
+            job_timeout=config.job_timeout_seconds,
+        )
+        return klaviyo.build(
+            config.name,
+            config.api_key.get_secret_value(),
+            settings,
+            base_url=config.base_url,
+            revision=config.revision,
+            rate_share=config.rate_limit_share,
             timeout=(10.0, config.timeout_seconds),
         )
     return FileDestination(config.name, config.channel, Path(config.path))

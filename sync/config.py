@@ -6,6 +6,7 @@ file, ``${VAR}`` interpolation and error messages live in ``sync/config_loader.p
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Annotated, Final, Literal
 
@@ -151,9 +152,53 @@ class MailchimpDestinationConfig(DestinationBase):
         return self
 
 
+def _check_revision(value: str) -> str:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.\w+)?", value):
+        raise ValueError(f"a Klaviyo revision is a date, YYYY-MM-DD[.suffix] (got {value!r})")
+    return value
+
+
+class KlaviyoDestinationConfig(DestinationBase):
+    type: Literal["klaviyo"] = Field(
+        description="A Klaviyo account: persona tags in a profile property, suppression per channel."
+    )
+    api_key: SecretStr = Field(description='Klaviyo private API key, e.g. "${KLAVIYO_API_KEY}".')
+    tag_property: str = Field(
+        default="personas",
+        min_length=1,
+        max_length=100,
+        description="Profile property (a list) that holds this destination's tags.",
+    )
+    lists: dict[str, Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict, description="Static list id per persona, kept in step with its tag."
+    )
+    base_url: str = Field(default="https://a.klaviyo.com", description="API base URL (tests, proxies).")
+    revision: Annotated[str, AfterValidator(_check_revision)] = Field(
+        default="2026-07-15",
+        description="Klaviyo API revision sent on every call; the one personasync was tested against.",
+    )
+    rate_limit_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of Klaviyo's per-endpoint rate limits this destination may use.",
+    )
+    job_timeout_seconds: float = Field(
+        default=600, gt=0, description="How long to wait for one Klaviyo bulk job before giving up on it."
+    )
+    timeout_seconds: float = Field(default=60, gt=0, description="Read timeout per request.")
+
+    @model_validator(mode="after")
+    def _email_or_sms(self) -> KlaviyoDestinationConfig:
+        if self.channel not in ("email", "sms"):
+            raise ValueError(f"a klaviyo destination is for channel 'email' or 'sms' (got {self.channel!r})")
+        return self
+
+
 DESTINATION_TYPES: Final[dict[str, type[DestinationBase]]] = {
     "file": FileDestinationConfig,
     "mailchimp": MailchimpDestinationConfig,
+    "klaviyo": KlaviyoDestinationConfig,
 }
 
 
@@ -166,7 +211,9 @@ def _destination_type(value: object) -> str | None:
 
 
 DestinationConfig = Annotated[
-    Annotated[FileDestinationConfig, Tag("file")] | Annotated[MailchimpDestinationConfig, Tag("mailchimp")],
+    Annotated[FileDestinationConfig, Tag("file")]
+    | Annotated[MailchimpDestinationConfig, Tag("mailchimp")]
+    | Annotated[KlaviyoDestinationConfig, Tag("klaviyo")],
     Discriminator(_destination_type),
 ]
 
@@ -211,11 +258,15 @@ class AppConfig(StrictModel):
         names = [p.name for p in self.personas]
         problems = []
         for i, destination in enumerate(self.destinations):
-            for persona in destination.tag_names:
-                if persona not in names:
-                    hint = suggest(persona, names)
-                    did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
-                    problems.append(f"destinations[{i}].tag_names: unknown persona {persona!r}{did_you_mean}")
+            by_persona = {"tag_names": list(destination.tag_names)}
+            if isinstance(destination, KlaviyoDestinationConfig):
+                by_persona["lists"] = list(destination.lists)
+            for key, personas in by_persona.items():
+                for persona in personas:
+                    if persona not in names:
+                        hint = suggest(persona, names)
+                        did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
+                        problems.append(f"destinations[{i}].{key}: unknown persona {persona!r}{did_you_mean}")
             consent = getattr(self.consent, destination.channel)
             if destination.channel in ("email", "sms") and consent is None:
                 channel = destination.channel

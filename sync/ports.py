@@ -98,6 +98,7 @@ class Destination(Protocol):
 
     def check(self) -> None:
         """Verify credentials and every referenced list/property exist, reading only.
+        The engine calls it at the start of every run, before any ``apply``.
         Raises :class:`DestinationError`."""
         ...
 

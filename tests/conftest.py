@@ -17,10 +17,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import responses
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from connectors.demo_data import DemoSpec, load_demo
+from tests.fakes.sleeps import Sleeps
 
 POSTGRES_URL_ENV = "PERSONASYNC_TEST_POSTGRES_URL"
 WAREHOUSES = ("sqlite", "postgres", "duckdb")
@@ -91,3 +93,15 @@ def demo_warehouse_url(warehouse_url: str) -> str:
     finally:
         engine.dispose()
     return warehouse_url
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Every HTTP call in the test goes to the vendor fakes registered on this mock."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()

@@ -280,7 +280,7 @@ CASES: list[Case] = [
     Case(
         "missing-destination-type",
         "destinations[0]",
-        "missing key 'type' (one of: file, mailchimp)",
+        "missing key 'type' (one of: file, klaviyo, mailchimp)",
         swap('type = "file"\nname = "email_outbox"', 'name = "email_outbox"'),
     ),
     # --- ${VAR} interpolation: names the variable, never repeats a value ----------------
@@ -713,6 +713,33 @@ CASES: list[Case] = [
         append='[[destinations]]\ntype = "mailchimp"\nname = "mc"\nchannel = "email"\n'
         'api_key = "abcdef"\nlist_id = "l1"\n',
         absent=("abcdef",),
+    ),
+    Case(
+        "klaviyo-on-the-crm-channel",
+        "destinations[2]",
+        "a klaviyo destination is for channel 'email' or 'sms' (got 'crm')",
+        append='[[destinations]]\ntype = "klaviyo"\nname = "kl"\nchannel = "crm"\napi_key = "pk_abc"\n',
+    ),
+    Case(
+        "klaviyo-list-for-an-unknown-persona",
+        "destinations[2].lists",
+        "unknown persona 'champoin' (did you mean 'champion'?)",
+        append='[[destinations]]\ntype = "klaviyo"\nname = "kl"\nchannel = "email"\napi_key = "pk_abc"\n'
+        'lists = { champoin = "XyZ" }\n',
+    ),
+    Case(
+        "klaviyo-revision-not-a-date",
+        "destinations[2].revision",
+        "a Klaviyo revision is a date, YYYY-MM-DD[.suffix] (got 'latest')",
+        append='[[destinations]]\ntype = "klaviyo"\nname = "kl"\nchannel = "email"\napi_key = "pk_abc"\n'
+        'revision = "latest"\n',
+    ),
+    Case(
+        "klaviyo-rate-share-over-one",
+        "destinations[2].rate_limit_share",
+        "less than or equal to 1",
+        append='[[destinations]]\ntype = "klaviyo"\nname = "kl"\nchannel = "email"\napi_key = "pk_abc"\n'
+        "rate_limit_share = 2\n",
     ),
     Case(
         "state-lock-timeout-zero",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,35 +11,10 @@ from connectors.destinations import mailchimp
 from connectors.http import RetryPolicy
 from sync.exit_codes import ExitCode
 from tests.fakes.mailchimp import MailchimpFake
+from tests.fakes.sleeps import Sleeps
 from tests.sync_world import World, make_world
 
 API_KEY = "0123456789abcdef0123456789abcdef-us6"
-
-
-class Sleeps:
-    """An injected sleep and the clock it moves: nothing here really waits."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self.now = 0.0
-
-    def __call__(self, seconds: float) -> None:
-        self.seconds.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
 
 
 def mailchimp_world(tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps, api_key: str = API_KEY

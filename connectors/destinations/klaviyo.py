@@ -1,0 +1,477 @@
+"""Klaviyo (``type = "klaviyo"``): persona tags as a list-valued profile property, optional
+static-list membership per persona, and suppression on the email or SMS channel.
+
+Vendor facts (``shared/vendor-apis.md`` §2, from Klaviyo's OpenAPI spec, revision
+2026-07-15):
+
+- ``https://a.klaviyo.com``, ``Authorization: Klaviyo-API-Key <key>``, a ``revision``
+  header on every call, JSON:API bodies (``application/vnd.api+json``);
+- ``POST /api/profile-bulk-import-jobs`` upserts up to 10,000 profiles per job (5 MB);
+  ``GET .../{id}`` reports ``queued|processing|complete|cancelled`` with counts, and
+  ``GET .../{id}/import-errors`` one error per refused row (``original_payload``,
+  ``source.pointer``), paginated by ``links.next``; 10/s burst, 150/m steady;
+- ``POST /api/profile-import`` upserts one profile (75/s, 750/m); both take
+  ``meta.patch_properties`` ``append`` / ``unappend`` for array properties;
+- ``POST /api/profile-suppression-bulk-create-jobs`` suppresses up to 100 emails
+  (reason ``USER_SUPPRESSED``), ``...-bulk-delete-jobs`` lifts only ``USER_SUPPRESSED``
+  suppressions; both are pollable jobs with counts but no per-row errors;
+- ``POST /api/profile-subscription-bulk-delete-jobs`` unsubscribes up to 100 profiles;
+  with a list relationship, "profiles not in the specified list will be globally
+  unsubscribed", so we never send one;
+- ``GET /api/profiles?filter=any(email,[...])`` finds up to 100 profiles per page;
+  ``POST``/``DELETE /api/lists/{id}/relationships/profiles`` take 1,000 profile ids.
+
+What we do with them:
+
+- **We never subscribe anyone**: no call to a subscribe job, no consent set to
+  ``SUBSCRIBED``. Creating a profile (an upsert of a tag) gives it no consent.
+- Profiles are matched by email (email channel) or E.164 phone (SMS channel) only: never
+  by ``external_id``, so a customer who changes address never collides with their old
+  profile.
+- Email suppression is a Klaviyo suppression we can lift again (``can_unsuppress``);
+  SMS suppression is an unsubscribe from SMS marketing, which only the person can undo.
+- A job still queued past ``job_timeout`` leaves its records retryable (an upsert is safe
+  to resend next run), and the rest of this run's jobs on that queue are not sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from connectors.http import ApiClient, ApiError, AuthError, PermanentError, RetryPolicy, window_rate
+from sync.changes import Change, ChangeKind
+from sync.ports import BatchResult, Capabilities, ChangeResult, DestinationError, Outcome
+
+BASE_URL: Final = "https://a.klaviyo.com"
+REVISION: Final = "2026-07-15"  # the revision this adapter was written and tested against
+JSON_API: Final = "application/vnd.api+json"
+MAX_PROFILES_PER_IMPORT_JOB: Final = 10_000
+MAX_PER_SUPPRESSION_JOB: Final = 100
+MAX_PER_UNSUBSCRIBE_JOB: Final = 100
+MAX_IDS_PER_LIST_CALL: Final = 1_000
+PROFILE_PAGE: Final = 100  # GET /api/profiles page[size] maximum
+SINGLE_IMPORT_UP_TO: Final = 10  # profiles; fewer go one by one through profile-import
+IMPORT_WINDOW: Final = (10, 150)  # bulk import jobs and their reads: burst per s, steady per min
+GENERAL_WINDOW: Final = (75, 750)  # profile-import, suppression and unsubscribe jobs, profile reads
+POLL_SCHEDULE: Final = (0.5, 1.0, 2.0, 4.0, 5.0)  # seconds between job polls; the last repeats
+IDENTIFIER: Final = {"email": "email", "sms": "phone_number"}
+
+
+@dataclass(frozen=True)
+class KlaviyoSettings:
+    channel: str  # "email" or "sms"
+    tag_property: str = "personas"
+    lists: Mapping[str, str] | None = None  # our tag -> Klaviyo list id
+    job_timeout: float = 600.0  # seconds a job may stay unfinished before we stop waiting
+
+
+class _Stalled(Exception):
+    """A Klaviyo job did not finish in time; its outcome is unknown."""
+
+
+class KlaviyoDestination:
+    """:class:`sync.ports.Destination` for one Klaviyo account and channel."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: KlaviyoSettings,
+        imports: ApiClient,
+        general: ApiClient,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if settings.channel not in IDENTIFIER:
+            raise ValueError(f"a Klaviyo destination is for email or sms, not {settings.channel!r}")
+        self.name = name
+        self._settings = settings
+        self._imports = imports  # bulk import jobs: their own, lower rate limit
+        self._general = general
+        self._sleep = sleep
+        self._clock = clock
+        self._identifier = IDENTIFIER[settings.channel]
+        self._lists = dict(settings.lists or {})
+        self._stalled: dict[str, str] = {}  # job endpoint -> why we stopped using it this run
+        email = settings.channel == "email"
+        max_batch = {
+            ChangeKind.ADD_TAG: MAX_PROFILES_PER_IMPORT_JOB,
+            ChangeKind.REMOVE_TAG: MAX_PROFILES_PER_IMPORT_JOB,
+            ChangeKind.SUPPRESS: MAX_PER_SUPPRESSION_JOB if email else MAX_PER_UNSUBSCRIBE_JOB,
+        }
+        if email:
+            max_batch[ChangeKind.UNSUPPRESS] = MAX_PER_SUPPRESSION_JOB
+        self._capabilities = Capabilities(
+            max_batch=max_batch,
+            requests_per_second=window_rate(*IMPORT_WINDOW)[0],  # the slowest queue, for estimates
+            concurrency=1,
+            can_unsuppress=email,  # SMS: an unsubscribe only the person can undo
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def requests_sent(self) -> int:
+        return self._imports.requests_sent + self._general.requests_sent
+
+    # --- check -------------------------------------------------------------------------------
+    def check(self) -> None:
+        self._stalled.clear()  # a new run: give every job queue a fresh chance
+        try:
+            self._general.request(
+                "GET", "/api/profiles", params={"page[size]": 1, "fields[profile]": "email"}
+            )
+        except AuthError as exc:
+            raise DestinationError(
+                f"{self.name}: Klaviyo refused the API key, or it lacks the profiles:read scope ({exc})"
+            ) from None
+        except ApiError as exc:
+            raise DestinationError(f"{self.name}: {exc}") from None
+        for tag, list_id in sorted(self._lists.items()):
+            try:
+                self._general.request("GET", f"/api/lists/{list_id}", params={"fields[list]": "name"})
+            except PermanentError:
+                raise DestinationError(f"{self.name}: list {list_id!r} (for tag {tag!r}) not found") from None
+            except ApiError as exc:
+                raise DestinationError(f"{self.name}: list {list_id!r}: {exc}") from None
+
+    # --- apply -------------------------------------------------------------------------------
+    def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
+        before = self.requests_sent
+        try:
+            if kind is ChangeKind.SUPPRESS and self._settings.channel == "sms":
+                results = self._unsubscribe_sms(batch)
+            elif kind in (ChangeKind.SUPPRESS, ChangeKind.UNSUPPRESS):
+                results = self._suppression_job(kind, batch)
+            else:
+                results = self._tags(kind, batch)
+        except AuthError as exc:
+            raise DestinationError(f"{self.name}: Klaviyo refused the API key ({exc})") from None
+        except PermanentError as exc:
+            if len(batch) > 1:
+                return BatchResult(batch_error=str(exc), requests=self.requests_sent - before)
+            return BatchResult(
+                [ChangeResult(batch[0], Outcome.PERMANENT, _reason(exc))],
+                requests=self.requests_sent - before,
+            )
+        except ApiError as exc:
+            raise DestinationError(f"{self.name}: {exc}") from None
+        return BatchResult(results, requests=self.requests_sent - before)
+
+    # --- tags --------------------------------------------------------------------------------
+    def _tags(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:
+        verb = "append" if kind is ChangeKind.ADD_TAG else "unappend"
+        by_address = _group(batch, lambda c: c.address)
+        listed = any(c.tag in self._lists for c in batch)
+        if len(by_address) <= SINGLE_IMPORT_UP_TO and not listed:
+            return [r for changes in by_address.values() for r in self._import_one(verb, changes)]
+        if kind is ChangeKind.REMOVE_TAG:
+            results = self._import_job(verb, by_address, ())
+            return self._leave_lists(results)
+        # profiles joining the same lists share a job (the job adds all its profiles to them)
+        by_lists = _group(by_address.items(), lambda item: self._lists_for(item[1]))
+        results = []
+        for lists, items in by_lists.items():
+            results.extend(self._import_job(verb, dict(items), lists))
+        return results
+
+    def _lists_for(self, changes: list[Change]) -> tuple[str, ...]:
+        return tuple(sorted({self._lists[c.tag] for c in changes if c.tag in self._lists}))
+
+    def _profile(self, verb: str, address: str, changes: list[Change]) -> dict[str, Any]:
+        tags = sorted({c.tag for c in changes if c.tag is not None})
+        return {
+            "type": "profile",
+            "attributes": {self._identifier: address},
+            "meta": {"patch_properties": {verb: {self._settings.tag_property: tags}}},
+        }
+
+    def _import_one(self, verb: str, changes: list[Change]) -> list[ChangeResult]:
+        body = {"data": self._profile(verb, changes[0].address, changes)}
+        try:
+            self._general.request("POST", "/api/profile-import", json_body=body)
+        except PermanentError as exc:
+            return [ChangeResult(c, Outcome.PERMANENT, _reason(exc)) for c in changes]
+        return [ChangeResult(c, Outcome.APPLIED) for c in changes]
+
+    def _import_job(
+        self, verb: str, by_address: Mapping[str, list[Change]], lists: tuple[str, ...]
+    ) -> list[ChangeResult]:
+        endpoint = "/api/profile-bulk-import-jobs"
+        changes = [c for group in by_address.values() for c in group]
+        if endpoint in self._stalled:
+            return [ChangeResult(c, Outcome.RETRYABLE, self._stalled[endpoint]) for c in changes]
+        profiles = [self._profile(verb, address, group) for address, group in by_address.items()]
+        body: dict[str, Any] = {
+            "data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": profiles}}}
+        }
+        if lists:
+            body["data"]["relationships"] = {"lists": {"data": [{"type": "list", "id": i} for i in lists]}}
+        job = self._imports.request("POST", endpoint, json_body=body).json()["data"]
+        try:
+            status = self._wait_for(self._imports, endpoint, job)
+        except _Stalled as stalled:
+            self._stalled[endpoint] = f"not confirmed: {stalled}; sent again next run"
+            return [ChangeResult(c, Outcome.RETRYABLE, str(stalled)) for c in changes]
+        if status["status"] == "cancelled":
+            return [
+                ChangeResult(c, Outcome.RETRYABLE, f"Klaviyo cancelled import job {job['id']}")
+                for c in changes
+            ]
+        refused = self._import_errors(job["id"], list(by_address)) if status.get("failed_count") else {}
+        failed = int(status.get("failed_count") or 0)
+        if len(refused) < failed:  # errors we cannot tie to a row: claim nothing for the job
+            why = f"Klaviyo import job {job['id']} reported {failed} failures it did not itemise"
+            return [ChangeResult(c, Outcome.RETRYABLE, why) for c in changes]
+        return [
+            ChangeResult(c, Outcome.PERMANENT, refused[address])
+            if address in refused
+            else ChangeResult(c, Outcome.APPLIED)
+            for address, group in by_address.items()
+            for c in group
+        ]
+
+    def _import_errors(self, job_id: str, addresses: list[str]) -> dict[str, str]:
+        """Address -> Klaviyo's reason, for every row the job refused."""
+        refused: dict[str, str] = {}
+        wanted = {_normal(a): a for a in addresses}
+        url: str | None = f"/api/profile-bulk-import-jobs/{job_id}/import-errors"
+        params: dict[str, Any] | None = {"page[size]": 100}
+        while url:
+            page = self._imports.request("GET", url, params=params).json()
+            for error in page.get("data", []):
+                attributes = error.get("attributes", {})
+                address = self._address_of(attributes, addresses, wanted)
+                if address is not None:
+                    refused[address] = f"{attributes.get('code', 'invalid')}: {attributes.get('detail', '')}"
+            url, params = (page.get("links") or {}).get("next"), None
+        return refused
+
+    def _address_of(
+        self, attributes: Mapping[str, Any], addresses: list[str], wanted: Mapping[str, str]
+    ) -> str | None:
+        payload = attributes.get("original_payload") or {}
+        value = payload.get(self._identifier) or (payload.get("attributes") or {}).get(self._identifier)
+        if isinstance(value, str) and _normal(value) in wanted:
+            return wanted[_normal(value)]
+        pointer = str((attributes.get("source") or {}).get("pointer") or "")
+        prefix = "/data/attributes/profiles/data/"
+        if pointer.startswith(prefix):
+            index = pointer[len(prefix) :].split("/")[0]
+            if index.isdigit() and int(index) < len(addresses):
+                return addresses[int(index)]
+        return None
+
+    def _leave_lists(self, results: list[ChangeResult]) -> list[ChangeResult]:
+        """Take untagged profiles out of the persona's list too; a failure keeps the change open."""
+        by_list = _group(
+            (r for r in results if r.outcome is Outcome.APPLIED and r.change.tag in self._lists),
+            lambda r: self._lists[r.change.tag or ""],
+        )
+        if not by_list:
+            return results
+        ids = self._profile_ids({r.change.address for group in by_list.values() for r in group})
+        for list_id, group in by_list.items():
+            members = sorted({ids[r.change.address] for r in group if r.change.address in ids})
+            for start in range(0, len(members), MAX_IDS_PER_LIST_CALL):
+                chunk = members[start : start + MAX_IDS_PER_LIST_CALL]
+                self._general.request(
+                    "DELETE",
+                    f"/api/lists/{list_id}/relationships/profiles",
+                    json_body={"data": [{"type": "profile", "id": i} for i in chunk]},
+                )
+        return results
+
+    def _profile_ids(self, addresses: Iterable[str]) -> dict[str, str]:
+        """Address -> Klaviyo profile id, for those that have a profile."""
+        ordered = sorted(addresses)
+        found: dict[str, str] = {}
+        wanted = {_normal(a): a for a in ordered}
+        for start in range(0, len(ordered), PROFILE_PAGE):
+            chunk = ordered[start : start + PROFILE_PAGE]
+            answer = self._general.request(
+                "GET",
+                "/api/profiles",
+                params={
+                    "filter": f"any({self._identifier},{json.dumps(chunk)})",
+                    "fields[profile]": self._identifier,
+                    "page[size]": PROFILE_PAGE,
+                },
+            ).json()
+            for profile in answer.get("data", []):
+                value = (profile.get("attributes") or {}).get(self._identifier)
+                if isinstance(value, str) and _normal(value) in wanted:
+                    found[wanted[_normal(value)]] = str(profile["id"])
+        return found
+
+    # --- suppression -------------------------------------------------------------------------
+    def _suppression_job(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:
+        verb = "create" if kind is ChangeKind.SUPPRESS else "delete"
+        endpoint = f"/api/profile-suppression-bulk-{verb}-jobs"
+        if endpoint in self._stalled:
+            return [ChangeResult(c, Outcome.RETRYABLE, self._stalled[endpoint]) for c in batch]
+        addresses = sorted({c.address for c in batch})
+        body = {
+            "data": {
+                "type": f"profile-suppression-bulk-{verb}-job",
+                "attributes": {
+                    "profiles": {"data": [{"type": "profile", "attributes": {"email": a}} for a in addresses]}
+                },
+            }
+        }
+        job = self._general.request("POST", endpoint, json_body=body).json()["data"]
+        try:
+            status = self._wait_for(self._general, endpoint, job)
+        except _Stalled as stalled:
+            self._stalled[endpoint] = f"not confirmed: {stalled}; sent again next run"
+            return [ChangeResult(c, Outcome.RETRYABLE, str(stalled)) for c in batch]
+        if status["status"] == "cancelled":
+            return [ChangeResult(c, Outcome.RETRYABLE, f"Klaviyo cancelled job {job['id']}") for c in batch]
+        if kind is ChangeKind.SUPPRESS and status.get("skipped_count"):
+            return self._confirm_suppressed(batch)
+        return [ChangeResult(c, Outcome.APPLIED) for c in batch]
+
+    def _confirm_suppressed(self, batch: Sequence[Change]) -> list[ChangeResult]:
+        """The job skipped some addresses and does not say which: look them up, and claim
+        only the ones Klaviyo now holds as suppressed (already suppressed counts)."""
+        suppressed = set()
+        ordered = sorted({c.address for c in batch})
+        wanted = {_normal(a): a for a in ordered}
+        for start in range(0, len(ordered), PROFILE_PAGE):
+            chunk = ordered[start : start + PROFILE_PAGE]
+            answer = self._general.request(
+                "GET",
+                "/api/profiles",
+                params={
+                    "filter": f"any(email,{json.dumps(chunk)})",
+                    "fields[profile]": "email,subscriptions.email.marketing.suppression",
+                    "additional-fields[profile]": "subscriptions",
+                    "page[size]": PROFILE_PAGE,
+                },
+            ).json()
+            for profile in answer.get("data", []):
+                attributes = profile.get("attributes") or {}
+                marketing = ((attributes.get("subscriptions") or {}).get("email") or {}).get(
+                    "marketing"
+                ) or {}
+                if marketing.get("suppression") and _normal(str(attributes.get("email"))) in wanted:
+                    suppressed.add(wanted[_normal(str(attributes.get("email")))])
+        return [
+            ChangeResult(c, Outcome.APPLIED)
+            if c.address in suppressed
+            else ChangeResult(c, Outcome.PERMANENT, "skipped by Klaviyo's suppression job (invalid email?)")
+            for c in batch
+        ]
+
+    def _unsubscribe_sms(self, batch: Sequence[Change]) -> list[ChangeResult]:
+        """Unsubscribe from SMS marketing, with no list relationship (a list would make
+        Klaviyo unsubscribe everyone else in the batch globally, by its own warning; without
+        one it is a global SMS unsubscribe, which is what a suppression means)."""
+        phones = sorted({c.address for c in batch})
+        unsubscribed = {"sms": {"marketing": {"consent": "UNSUBSCRIBED"}}}
+        body = {
+            "data": {
+                "type": "profile-subscription-bulk-delete-job",
+                "attributes": {
+                    "profiles": {
+                        "data": [
+                            {
+                                "type": "profile",
+                                "attributes": {"phone_number": p, "subscriptions": unsubscribed},
+                            }
+                            for p in phones
+                        ]
+                    }
+                },
+            }
+        }
+        self._general.request("POST", "/api/profile-subscription-bulk-delete-jobs", json_body=body)
+        return [ChangeResult(c, Outcome.APPLIED) for c in batch]  # 202: accepted, no job to poll
+
+    # --- jobs --------------------------------------------------------------------------------
+    def _wait_for(self, client: ApiClient, endpoint: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Poll a job until it is complete or cancelled; :class:`_Stalled` past the deadline."""
+        attributes = dict(job.get("attributes") or {})
+        started = self._clock()
+        polls = 0
+        while attributes.get("status") not in ("complete", "cancelled"):
+            waited = self._clock() - started
+            if waited >= self._settings.job_timeout:
+                raise _Stalled(
+                    f"Klaviyo job {job['id']} still {attributes.get('status', 'queued')} after {waited:.0f} s"
+                )
+            self._sleep(POLL_SCHEDULE[min(polls, len(POLL_SCHEDULE) - 1)])
+            polls += 1
+            attributes = dict(client.request("GET", f"{endpoint}/{job['id']}").json()["data"]["attributes"])
+        return attributes
+
+
+def _group(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
+    groups: dict[Any, list[Any]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def _normal(address: str) -> str:
+    return address.strip().lower()
+
+
+def _reason(error: ApiError) -> str:
+    """Klaviyo's JSON:API error detail, without the HTTP framing when we can read it."""
+    text = str(error)
+    start = text.find("{")
+    if start >= 0:
+        try:
+            errors = json.loads(text[start:]).get("errors") or []
+        except ValueError:
+            return text
+        if errors:
+            first = errors[0]
+            return f"{first.get('code', 'invalid')}: {first.get('detail') or first.get('title', '')}"
+    return text
+
+
+def build(
+    name: str,
+    api_key: str,
+    settings: KlaviyoSettings,
+    *,
+    base_url: str = BASE_URL,
+    revision: str = REVISION,
+    rate_share: float = 1.0,
+    timeout: tuple[float, float],
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    **client_options: Any,
+) -> KlaviyoDestination:
+    """Two clients sharing nothing but settings: Klaviyo limits bulk import jobs (10/s,
+    150/m) apart from the other calls we make (75/s, 750/m), so each gets its own bucket."""
+    headers = {"Authorization": f"Klaviyo-API-Key {api_key}", "revision": revision, "Accept": JSON_API}
+
+    def client(window: tuple[int, int]) -> ApiClient:
+        rate, burst = window_rate(*window, share=rate_share)
+        return ApiClient(
+            base_url,
+            headers=headers,
+            secrets=[api_key],
+            timeout=timeout,
+            requests_per_second=rate,
+            burst=burst,
+            policy=policy,
+            sleep=sleep,
+            clock=clock,
+            content_type=JSON_API,
+            **client_options,
+        )
+
+    return KlaviyoDestination(
+        name, settings, client(IMPORT_WINDOW), client(GENERAL_WINDOW), sleep=sleep, clock=clock
+    )
