@@ -257,19 +257,50 @@ def explain(config: AppConfig, clock: datetime, key: str) -> Explanation:
     return Explanation(clock, found[0], read_explanation(settings, mapping, found[0]))
 
 
-def _destination_checks(config: AppConfig) -> list[Check]:
-    """Each destination's own read-only check (a writable folder; credentials and audience)."""
+@dataclass(frozen=True)
+class DestinationCheck:
+    """One destination's read-only check: credentials, and every list or property it names."""
+
+    index: int  # position in the config's [[destinations]]
+    name: str
+    type: str
+    channel: str
+    problem: str | None  # None: ok
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def check_destinations(config: AppConfig, names: Sequence[str] = ()) -> list[DestinationCheck]:
+    """Run each destination's own check (all, or those named), reading only, never sending.
+    Raises :class:`ResolveProblem` for an unknown name."""
+    targets_for(config, names)  # validates the names
     checks = []
     for i, destination in enumerate(config.destinations):
-        folder = destination.path if isinstance(destination, FileDestinationConfig) else None
+        if names and destination.name not in names:
+            continue
         try:
             destination_for(destination).check()
+            problem = None
         except DestinationError as exc:
-            checks.append(Check(False, f"destinations[{i}]" + (".path" if folder else ""), str(exc)))
+            problem = str(exc)
+        checks.append(DestinationCheck(i, destination.name, destination.type, destination.channel, problem))
+    return checks
+
+
+def _destination_checks(config: AppConfig) -> list[Check]:
+    """Each destination's own read-only check, as ``validate`` lines."""
+    checks = []
+    for result in check_destinations(config):
+        destination = config.destinations[result.index]
+        folder = destination.path if isinstance(destination, FileDestinationConfig) else None
+        key = f"destinations[{result.index}]"
+        if result.problem is not None:
+            checks.append(Check(False, key + (".path" if folder else ""), result.problem))
             continue
-        where = f"-> {folder}" if folder else "credentials and audience ok"
-        checks.append(Check(True, f"destinations[{i}]", f"{destination.name} ({destination.type}, "
-                            f"{destination.channel}) {where}"))  # fmt: skip
+        where = f"-> {folder}" if folder else "credentials, lists and properties ok"
+        checks.append(Check(True, key, f"{result.name} ({result.type}, {result.channel}) {where}"))
     return checks
 
 

@@ -239,6 +239,7 @@ def personas_explain(
 cli.command("sync")(cli_sync.sync_command)
 cli.command("apply")(cli_sync.apply_command)
 cli.add_typer(cli_sync.runs_cli, name="runs")
+cli.add_typer(cli_sync.destinations_cli, name="destinations")
 
 
 def main() -> None:

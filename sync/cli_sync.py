@@ -1,4 +1,4 @@
-"""The ``sync``, ``apply`` and ``runs`` commands (registered on the app in ``sync/cli.py``)."""
+"""The ``sync``, ``apply``, ``runs`` and ``destinations`` commands (registered in ``sync/cli.py``)."""
 
 from __future__ import annotations
 
@@ -201,3 +201,43 @@ def runs_show(
         typer.echo(json.dumps(data, indent=2))
     else:
         render_sync.run_details(details, render.wide_console())
+
+
+destinations_cli = typer.Typer(
+    help="The configured destinations: are they reachable and set up?", no_args_is_help=True
+)
+
+
+@destinations_cli.command("check")
+def destinations_check(
+    config: Path = CONFIG_OPTION,
+    destination: list[str] = typer.Option(
+        [], "--destination", "-d", help="Only this destination (repeatable); default: all."
+    ),
+    output_format: str = OUTPUT_FORMAT,
+) -> None:
+    """Verify each destination's credentials and that the lists, audiences and properties it
+    names exist. Reads only; sends nothing. Exits 5 if any destination has a problem."""
+    _check_choice("--format", output_format, ("text", "json"))
+    app_config = load(config)
+    redact = Redactor(secrets_in(app_config))
+    try:
+        checks = api.check_destinations(app_config, destination)
+    except api.ResolveProblem as exc:
+        fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
+    if output_format == "json":
+        rows = [
+            {"destination": c.name, "type": c.type, "channel": c.channel, "ok": c.ok, "problem": c.problem}
+            for c in checks
+        ]
+        typer.echo(redact(json.dumps(rows, indent=2)))
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            line = f"{c.name.ljust(width)}  {c.type}, {c.channel}"
+            if c.ok:
+                typer.echo(redact(f"ok       {line}"))
+            else:
+                typer.echo(redact(f"problem  {line}: {c.problem}"), err=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(int(ExitCode.DESTINATION_FATAL))

@@ -1,4 +1,4 @@
-"""``personasync demo``, ``sync``, ``apply`` and ``runs`` as an operator runs them."""
+"""``personasync demo``, ``sync``, ``apply``, ``runs`` and ``destinations`` as an operator runs them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import responses
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
@@ -217,3 +218,43 @@ def test_no_secret_reaches_output_logs_plans_or_state(
                 assert secret not in repr(conn.execute(sa.text(f"SELECT * FROM {table}")).all())
     finally:
         engine.dispose()
+
+
+KLAVIYO_BLOCK = """
+[[destinations]]
+type = "klaviyo"
+name = "klaviyo_email"
+channel = "email"
+api_key = "${KLAVIYO_TEST_KEY}"
+lists = { champion = "LstChamp" }
+"""
+
+
+def test_destinations_check_reads_only_and_names_each_problem(
+    demo: Path, monkeypatch: pytest.MonkeyPatch, rsps: responses.RequestsMock
+) -> None:
+    from tests.fakes.klaviyo import KlaviyoModel
+
+    config = demo / "personasync.toml"
+    config.write_text(config.read_text() + KLAVIYO_BLOCK)
+    account = KlaviyoModel("pk_right_key_0123456789")
+    account.attach(rsps)
+    account.lists["LstChamp"] = set()
+    monkeypatch.setenv("KLAVIYO_TEST_KEY", "pk_right_key_0123456789")
+    code, output = run("destinations", "check", "-c", str(config))
+    assert code == 0, output
+    assert re.search(r"^ok +klaviyo_email +klaviyo, email$", output, re.M), output
+    assert re.search(r"^ok +email_outbox +file, email$", output, re.M), output
+
+    del account.lists["LstChamp"]
+    code, output = run("destinations", "check", "-c", str(config), "-d", "klaviyo_email")
+    assert code == 5 and "email_outbox" not in output
+    assert "problem  klaviyo_email  klaviyo, email: klaviyo_email: list 'LstChamp'" in output
+
+    monkeypatch.setenv("KLAVIYO_TEST_KEY", "pk_wrong_key_9876543210")
+    code, output = run("destinations", "check", "-c", str(config), "--format", "json")
+    assert code == 5 and "pk_wrong_key_9876543210" not in output
+    rows = {row["destination"]: row for row in json.loads(output[: output.rindex("]") + 1])}
+    assert rows["email_outbox"]["ok"] and not rows["klaviyo_email"]["ok"]
+    assert "refused the API key" in rows["klaviyo_email"]["problem"]
+    assert account.writes() == 0
