@@ -120,6 +120,8 @@ class Applier:
     ) -> list[RecordOutcome]:
         outcomes: list[RecordOutcome] = []
         todo = list(batch)
+        if kind in destination.capabilities.at_most_once:
+            self._ledger.record_intents(self._run_id, destination.name, todo)
         last: list[ChangeResult] = []
         for round_number in range(1, ROUNDS + 1):
             last = []

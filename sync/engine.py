@@ -70,6 +70,8 @@ class SyncSummary:
     checks: dict[str, str] = field(default_factory=dict)  # destination -> problem found by check()
     seconds: float = 0.0
     message: str | None = None
+    # changes an interrupted run sent without recording the answer, now counted as sent
+    settled_intents: int = 0
 
     @property
     def blocked(self) -> bool:
@@ -84,6 +86,7 @@ class SyncSummary:
             "source_rows": self.source_rows,
             "seconds": round(self.seconds, 2),
             "message": self.message,
+            "settled_intents": self.settled_intents,
             "destinations": [
                 {
                     **plan,
@@ -111,6 +114,7 @@ def run_sync(
         nullcontext() if options.dry_run else run_lock(state, options.lock_timeout)
     )
     with lock as held, Spool() as spool:
+        settled = ledger.settle_intents() if held is not None else 0
         store_id, version = ledger.version()
         plans = [
             DestinationPlan(t.spec.name, t.spec.channel, t.destination.capabilities, t.limits)
@@ -133,7 +137,15 @@ def run_sync(
             }
             spool.save(options.plan_out, header, names)
         checks = _check(targets)
-        summary = SyncSummary(options.dry_run, ExitCode.OK, "dry_run", plan_dicts, source_rows, checks=checks)
+        summary = SyncSummary(
+            options.dry_run,
+            ExitCode.OK,
+            "dry_run",
+            plan_dicts,
+            source_rows,
+            checks=checks,
+            settled_intents=settled,
+        )
         if any(plan.blocked for plan in plans):
             summary.exit_code, summary.status = ExitCode.GUARDRAIL, RunStatus.BLOCKED.value
         elif checks:
@@ -269,6 +281,7 @@ def apply_saved_plan(
             f"{plan_file}: the plan is for destination(s) not in the config: {', '.join(unknown)}"
         )
     with run_lock(state, options.lock_timeout) as held:
+        settled = ledger.settle_intents()  # before the version check: a plan made before them is stale
         store_id, version = ledger.version()
         if (store_id, version) != (header.get("store_id"), header.get("ledger_version")):
             raise PlanError(
@@ -277,7 +290,9 @@ def apply_saved_plan(
                 + ("" if store_id == header.get("store_id") else ", and it is another state store")
                 + "); make a new plan with `personasync sync --dry-run --plan-out`"
             )
-        summary = SyncSummary(False, ExitCode.OK, "running", plans, header.get("source_rows"))
+        summary = SyncSummary(
+            False, ExitCode.OK, "running", plans, header.get("source_rows"), settled_intents=settled
+        )
         blocked = any(v["blocked"] for p in plans for v in p["guardrails"])
         if blocked and not options.allow_large_changes:
             summary.exit_code, summary.status = ExitCode.GUARDRAIL, RunStatus.BLOCKED.value

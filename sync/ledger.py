@@ -5,6 +5,12 @@ meant to send.** :meth:`Ledger.commit` is called once per batch, after the desti
 answered, and writes the batch's acknowledged changes together with every record's
 outcome in one transaction. A crash before it leaves the ledger behind the destination,
 never ahead: the next run re-diffs and re-sends, and every change is idempotent.
+
+The one exception is a change whose repetition has a side effect the person notices (an
+SMS unsubscribe texts them): such a change is sent **at most once**.
+:meth:`Ledger.record_intents` writes it down before it is sent; :meth:`commit` deletes
+the intent with its outcome; :meth:`settle_intents`, at the start of the next run, counts
+every intent a dead run left behind as sent, so it is never sent again.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from sync.changes import Acknowledged, Change, ChangeKind
 from sync.membership import TAG_SEPARATOR, fingerprint
-from sync.state import LEDGER_META, MEMBERSHIPS, OUTCOMES, RUNS
+from sync.spool import decode, encode
+from sync.state import INTENTS, LEDGER_META, MEMBERSHIPS, OUTCOMES, RUNS
 
 READ_BATCH: Final = 2_000  # keys per IN (...) when loading rows to update
+SETTLED: Final = "sent by a run that stopped before recording the answer: counted as sent, never repeated"
 STREAM_BATCH: Final = 5_000  # rows fetched at a time when streaming the ledger
 
 
@@ -175,7 +183,53 @@ class Ledger:
             if keep:
                 conn.execute(m.insert(), keep)
             conn.execute(OUTCOMES.insert(), [_outcome_row(run_id, destination, o, at) for o in outcomes])
+            conn.execute(
+                INTENTS.delete().where(
+                    INTENTS.c.destination == destination,
+                    INTENTS.c.key == sa.bindparam("k"),
+                    INTENTS.c.address == sa.bindparam("a"),
+                    INTENTS.c.change == sa.bindparam("c"),
+                ),
+                [{"k": o.change.key, "a": o.change.address, "c": o.change.kind.value} for o in outcomes],
+            )
             conn.execute(LEDGER_META.update().values(version=LEDGER_META.c.version + 1))
+
+    def record_intents(self, run_id: int, destination: str, changes: Sequence[Change]) -> None:
+        """Write down, before sending them, changes that must never be sent twice."""
+        at = now_text()
+        with self._engine.begin() as conn:
+            conn.execute(
+                INTENTS.insert(),
+                [
+                    {
+                        "run_id": run_id,
+                        "destination": destination,
+                        "key": c.key,
+                        "address": c.address,
+                        "change": c.kind.value,
+                        "payload": encode(c),
+                        "at": at,
+                    }
+                    for c in changes
+                ],
+            )
+
+    def settle_intents(self) -> int:
+        """Count every intent left by a run that died between sending and recording as
+        sent (committed to that run as applied, with the reason). Returns how many."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(INTENTS.c.run_id, INTENTS.c.destination, INTENTS.c.change, INTENTS.c.payload)
+            ).all()
+        groups: dict[tuple[int, str], list[RecordOutcome]] = {}
+        for run_id, destination, kind, payload in rows:
+            change = decode(ChangeKind(kind), payload)
+            groups.setdefault((run_id, destination), []).append(
+                RecordOutcome(change, Status.APPLIED, SETTLED)
+            )
+        for (run_id, destination), outcomes in groups.items():
+            self.commit(run_id, destination, outcomes)
+        return len(rows)
 
     def _load(
         self, conn: Connection, destination: str, idents: set[tuple[str, str]]

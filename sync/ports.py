@@ -52,6 +52,9 @@ class Capabilities:
     requests_per_second: float | None = None  # None: not rate limited
     concurrency: int = 1
     can_unsuppress: bool = False  # may we lift a suppression we added, once its reason cleared?
+    # kinds whose repetition has a side effect the person notices (an SMS unsubscribe texts
+    # them): sent at most once, an unknown outcome counting as sent (see sync/ledger.py)
+    at_most_once: frozenset[ChangeKind] = frozenset()
 
     def supports(self, kind: ChangeKind) -> bool:
         return kind in self.max_batch

@@ -107,6 +107,25 @@ LOCKS = sa.Table(
 )
 
 
+# --- changes sent but not yet recorded (migration 3) ----------------------------------------
+INTENTS = sa.Table(
+    "intents",
+    METADATA,
+    # A change whose repetition has a side effect (an SMS unsubscribe texts the person) is
+    # written here before it is sent and deleted when its outcome is committed. One still
+    # here at the start of a run was sent by a run that died: it counts as sent.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("destination", sa.String(63), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("change", sa.String(20), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the Change, as the spool encodes it
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Index("ix_intents_record", "destination", "key", "address"),
+)
+
+
 def _create_ledger(conn: Connection) -> None:
     for table in (MEMBERSHIPS, RUNS, OUTCOMES, LEDGER_META, LOCKS):
         table.create(conn)
@@ -131,6 +150,7 @@ def _create(*tables: sa.Table) -> Callable[[Connection], None]:
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "identity cache", _create(IDENTITY_CACHE)),
     Migration(2, "sync ledger: memberships, runs, record outcomes, lock", _create_ledger),
+    Migration(3, "intents: changes sent at most once", _create(INTENTS)),
 )
 LOOKUP_BATCH: Final = 2_000  # identifiers per IN (...) lookup; under every driver's limit
 

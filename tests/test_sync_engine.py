@@ -112,6 +112,33 @@ def test_a_run_killed_after_k_batches_resumes_and_every_change_lands_once(
     assert app.run_history(world.config, 5)[1].status == "failed"  # the run that died, in the history
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_change_sent_at_most_once_is_never_repeated_after_a_crash(tmp_path: Path, when: str) -> None:
+    """An SMS unsubscribe texts the person: one in flight when the run died counts as sent."""
+    world = make_world(tmp_path)
+    sms = MemoryDestination("sms_outbox", 1, at_most_once=frozenset({ChangeKind.SUPPRESS}))
+    world.destinations = {"sms_outbox": sms}
+    if when == "before":
+        sms.faults.crash_before_batch = 3
+    else:
+        sms.faults.crash_after_batch = 3
+    with pytest.raises(SimulatedCrash):
+        world.sync(allow_large_changes=True)
+    in_flight = sms.applied[-1][1] if when == "after" else None
+
+    sms.faults = Faults()
+    summary = world.sync(allow_large_changes=True)
+    assert summary.exit_code is ExitCode.OK and summary.settled_intents == 1
+    suppressions = [address for kind, address, _ in sms.applied if kind is ChangeKind.SUPPRESS]
+    assert len(suppressions) == len(set(suppressions))  # nobody was sent it twice
+    if in_flight is not None:
+        assert in_flight in sms.suppressed()
+    _, desired = world.desired("sms_outbox")
+    claimed = {r.address for r in world.ledger_rows("sms_outbox") if r.suppressed}
+    assert claimed == desired  # the one in flight is held as sent, not planned again
+    assert world.sync().plans[0]["changes"]["suppress"] == 0
+
+
 def test_guardrail_blocks_a_mass_suppression_before_anything_is_sent(world: World) -> None:
     synced(world)
     world.sql("UPDATE customers SET email_opt_in = NULL WHERE customer_id % 3 = 0")  # a broken load

@@ -45,6 +45,7 @@ class MemoryDestination:
         *,
         can_unsuppress: bool = True,
         faults: Faults | None = None,
+        at_most_once: frozenset[ChangeKind] = frozenset(),
     ) -> None:
         self.name = name
         self.contacts: dict[str, Contact] = {}
@@ -55,6 +56,7 @@ class MemoryDestination:
             max_batch={kind: batch_size for kind in ChangeKind},
             requests_per_second=10,
             can_unsuppress=can_unsuppress,
+            at_most_once=at_most_once,
         )
 
     @property
