@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import demo_data
-from connectors.destinations import klaviyo, mailchimp
+from connectors.destinations import attentive, klaviyo, mailchimp
 from connectors.destinations.file import FileDestination
 from connectors.warehouse import (
     WarehouseCatalog,
@@ -46,6 +46,7 @@ from personas.resolve import (
 from sync.apply import Progress
 from sync.config import (
     AppConfig,
+    AttentiveDestinationConfig,
     DestinationConfig,
     FileDestinationConfig,
     KlaviyoDestinationConfig,
@@ -383,6 +384,16 @@ def destination_for(config: DestinationConfig) -> Destination:
             base_url=config.base_url,
             revision=config.revision,
             rate_share=config.rate_limit_share,
+            timeout=(10.0, config.timeout_seconds),
+        )
+    if isinstance(config, AttentiveDestinationConfig):
+        return attentive.build(
+            config.name,
+            config.api_key.get_secret_value(),
+            attentive.AttentiveSettings(
+                config.attribute_mode, config.true_value, config.false_value, config.primary_attribute
+            ),
+            base_url=config.base_url,
             timeout=(10.0, config.timeout_seconds),
         )
     return FileDestination(config.name, config.channel, Path(config.path))

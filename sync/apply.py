@@ -127,7 +127,7 @@ class Applier:
             last = []
             for result in self._bisect(destination, kind, todo, tally):
                 if result.outcome is Outcome.APPLIED:
-                    outcomes.append(RecordOutcome(result.change, Status.APPLIED, None, round_number))
+                    outcomes.append(RecordOutcome(result.change, Status.APPLIED, result.reason, round_number))
                 elif result.outcome is Outcome.PERMANENT:
                     outcomes.append(
                         RecordOutcome(result.change, Status.FAILED_PERMANENT, result.reason, round_number)

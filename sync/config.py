@@ -195,10 +195,41 @@ class KlaviyoDestinationConfig(DestinationBase):
         return self
 
 
+class AttentiveDestinationConfig(DestinationBase):
+    type: Literal["attentive"] = Field(
+        description="Attentive (SMS): persona tags as custom attributes; suppression = unsubscribe."
+    )
+    api_key: SecretStr = Field(description='Attentive API key (bearer token), e.g. "${ATTENTIVE_API_KEY}".')
+    attribute_mode: Literal["per_persona", "primary"] = Field(
+        default="per_persona",
+        description="One true/false attribute per persona, or one attribute holding the persona.",
+    )
+    true_value: str = Field(default="true", min_length=1, description="Value of a persona attribute we set.")
+    false_value: str = Field(
+        default="false", min_length=1, description="Value of a persona attribute we clear."
+    )
+    primary_attribute: str = Field(
+        default="persona", min_length=1, description="Attribute holding the persona, in 'primary' mode."
+    )
+    base_url: str = Field(
+        default="https://api.attentivemobile.com/v1", description="API base URL (tests, proxies)."
+    )
+    timeout_seconds: float = Field(default=30, gt=0, description="Read timeout per request.")
+
+    @model_validator(mode="after")
+    def _sms_only(self) -> AttentiveDestinationConfig:
+        if self.channel != "sms":
+            raise ValueError(
+                f"an attentive destination sends texts; channel must be 'sms' (got {self.channel!r})"
+            )
+        return self
+
+
 DESTINATION_TYPES: Final[dict[str, type[DestinationBase]]] = {
     "file": FileDestinationConfig,
     "mailchimp": MailchimpDestinationConfig,
     "klaviyo": KlaviyoDestinationConfig,
+    "attentive": AttentiveDestinationConfig,
 }
 
 
@@ -213,7 +244,8 @@ def _destination_type(value: object) -> str | None:
 DestinationConfig = Annotated[
     Annotated[FileDestinationConfig, Tag("file")]
     | Annotated[MailchimpDestinationConfig, Tag("mailchimp")]
-    | Annotated[KlaviyoDestinationConfig, Tag("klaviyo")],
+    | Annotated[KlaviyoDestinationConfig, Tag("klaviyo")]
+    | Annotated[AttentiveDestinationConfig, Tag("attentive")],
     Discriminator(_destination_type),
 ]
 
@@ -267,6 +299,15 @@ class AppConfig(StrictModel):
                         hint = suggest(persona, names)
                         did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
                         problems.append(f"destinations[{i}].{key}: unknown persona {persona!r}{did_you_mean}")
+            primary = (
+                isinstance(destination, AttentiveDestinationConfig)
+                and destination.attribute_mode == "primary"
+            )
+            if primary and self.assignment.mode != "first_match":
+                problems.append(
+                    f"destinations[{i}].attribute_mode: 'primary' holds one persona per customer; "
+                    'it needs [assignment] mode = "first_match"'
+                )
             consent = getattr(self.consent, destination.channel)
             if destination.channel in ("email", "sms") and consent is None:
                 channel = destination.channel

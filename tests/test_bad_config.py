@@ -280,7 +280,7 @@ CASES: list[Case] = [
     Case(
         "missing-destination-type",
         "destinations[0]",
-        "missing key 'type' (one of: file, klaviyo, mailchimp)",
+        "missing key 'type' (one of: attentive, file, klaviyo, mailchimp)",
         swap('type = "file"\nname = "email_outbox"', 'name = "email_outbox"'),
     ),
     # --- ${VAR} interpolation: names the variable, never repeats a value ----------------
@@ -740,6 +740,19 @@ CASES: list[Case] = [
         "less than or equal to 1",
         append='[[destinations]]\ntype = "klaviyo"\nname = "kl"\nchannel = "email"\napi_key = "pk_abc"\n'
         "rate_limit_share = 2\n",
+    ),
+    Case(
+        "attentive-on-the-email-channel",
+        "destinations[2]",
+        "an attentive destination sends texts; channel must be 'sms' (got 'email')",
+        append='[[destinations]]\ntype = "attentive"\nname = "at"\nchannel = "email"\napi_key = "atn_abc"\n',
+    ),
+    Case(
+        "attentive-primary-mode-with-all-matches",
+        "destinations[2].attribute_mode",
+        "'primary' holds one persona per customer; it needs [assignment] mode = \"first_match\"",
+        append='[[destinations]]\ntype = "attentive"\nname = "at"\nchannel = "sms"\napi_key = "atn_abc"\n'
+        'attribute_mode = "primary"\n\n[assignment]\nmode = "all_matches"\n',
     ),
     Case(
         "state-lock-timeout-zero",

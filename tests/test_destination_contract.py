@@ -21,17 +21,19 @@ from pathlib import Path
 import pytest
 import responses
 
-from connectors.destinations import klaviyo, mailchimp
+from connectors.destinations import attentive, klaviyo, mailchimp
 from connectors.destinations.file import FileDestination
 from connectors.http import RetryPolicy
 from sync.changes import Change, ChangeKind
-from sync.ports import Destination, DestinationError, Outcome
+from sync.ports import ChangeResult, Destination, DestinationError, Outcome
+from tests.fakes.attentive import AttentiveModel
 from tests.fakes.klaviyo import KlaviyoModel
 from tests.fakes.mailchimp import MailchimpFake
 from tests.fakes.sleeps import Sleeps
 
 MAILCHIMP_KEY = "5ec12e7c0ffee5ec12e7c0ffee5ec12e-us6"
 KLAVIYO_KEY = "pk_5ec12e7c0ffee5ec12e7c0ffee5ec12e"
+ATTENTIVE_TOKEN = "atn_5ec12e7c0ffee5ec12e7c0ffee5ec12e"
 BATCH = 12  # above Klaviyo's one-by-one threshold, so its bulk job path is the one tested
 
 
@@ -113,12 +115,33 @@ def klaviyo_harness(channel: str) -> Callable[[Path, responses.RequestsMock, Sle
     return make
 
 
+def attentive_harness(tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps) -> Harness:
+    account = AttentiveModel(ATTENTIVE_TOKEN)
+    account.attach(rsps)
+
+    def build(token: str) -> Destination:
+        return attentive.build(
+            "attentive", token, attentive.AttentiveSettings(), timeout=(1, 5),
+            policy=RetryPolicy(max_attempts=3), sleep=sleeps, clock=sleeps.clock,
+        )  # fmt: skip
+
+    return Harness(
+        build(ATTENTIVE_TOKEN),
+        addresses("sms"),
+        lambda: (account.tagged(), account.unsubscribed(), account.unsubscribe_texts()),
+        lambda phone: account.faults.reject.__setitem__(phone, "Phone number is not textable"),
+        lambda: build(ATTENTIVE_TOKEN.replace("5ec", "bad")),
+        ATTENTIVE_TOKEN,
+    )
+
+
 HARNESSES = {
     "file-email": file_harness("email"),
     "file-sms": file_harness("sms"),
     "mailchimp": mailchimp_harness,
     "klaviyo-email": klaviyo_harness("email"),
     "klaviyo-sms": klaviyo_harness("sms"),
+    "attentive": attentive_harness,
 }
 
 
@@ -145,6 +168,17 @@ def changes(kind: ChangeKind, harness: Harness, tag: str | None = "persona:champ
     ]
 
 
+def apply_in_batches(destination: Destination, kind: ChangeKind, todo: list[Change]) -> list[ChangeResult]:
+    """As the engine does: batches no larger than the destination takes, none refused whole."""
+    size = destination.capabilities.max_batch[kind]
+    results: list[ChangeResult] = []
+    for start in range(0, len(todo), size):
+        result = destination.apply(kind, todo[start : start + size])
+        assert result.batch_error is None
+        results.extend(result.results)
+    return results
+
+
 @pytest.fixture(params=sorted(HARNESSES))
 def harness(
     request: pytest.FixtureRequest, tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps
@@ -168,11 +202,16 @@ def test_check_fails_clearly_when_the_destination_cannot_be_used(harness: Harnes
 def test_applying_the_same_batch_again_changes_nothing(
     harness: Harness, kinds: tuple[ChangeKind, ...]
 ) -> None:
+    capabilities = harness.destination.capabilities
+    if any(kind in capabilities.at_most_once for kind in kinds):
+        pytest.skip("sent at most once: the engine never sends it again (tests/test_sync_engine.py)")
+
     def apply_all() -> None:
         for kind in kinds:
-            result = harness.destination.apply(kind, changes(kind, harness))
-            assert result.batch_error is None
-            assert [r.outcome for r in result.results] == [Outcome.APPLIED] * BATCH, result.results
+            outcomes = [
+                r.outcome for r in apply_in_batches(harness.destination, kind, changes(kind, harness))
+            ]
+            assert outcomes == [Outcome.APPLIED] * BATCH
 
     apply_all()
     once = harness.held()
@@ -185,9 +224,8 @@ def test_a_refused_record_is_reported_alone_with_the_vendors_reason(harness: Har
         pytest.skip("a CSV file takes every record")
     refused = harness.addresses[3]
     harness.refuse(refused)
-    result = harness.destination.apply(ChangeKind.ADD_TAG, changes(ChangeKind.ADD_TAG, harness))
-    assert result.batch_error is None
-    outcomes = {r.change.address: r for r in result.results}
+    results = apply_in_batches(harness.destination, ChangeKind.ADD_TAG, changes(ChangeKind.ADD_TAG, harness))
+    outcomes = {r.change.address: r for r in results}
     assert outcomes[refused].outcome is Outcome.PERMANENT and outcomes[refused].reason
     assert all(outcomes[a].outcome is Outcome.APPLIED for a in harness.addresses if a != refused)
 
