@@ -26,6 +26,7 @@ import json
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -269,6 +270,11 @@ class RetryPolicy:
     backoff_max: float = 30.0
 
 
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
 def user_agent() -> str:
     try:
         version = importlib.metadata.version("personasync")
@@ -333,6 +339,9 @@ class ApiClient:
         """Send one call, retrying as the policy allows; the successful response, or an
         :class:`ApiError` subclass saying why not."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+        if _origin(url) != _origin(self.base_url):  # e.g. a pagination link: never send credentials elsewhere
+            refused = Classified(Verdict.PERMANENT, "a link to another host")
+            raise PermanentError(self.redact(f"refusing to send credentials to {_origin(url)}"), refused)
         retrying = Retrying(
             stop=stop_after_attempt(self._policy.max_attempts) | stop_after_delay(self._policy.max_seconds),
             wait=self._wait,

@@ -212,3 +212,14 @@ def test_the_client_sends_no_faster_than_its_rate() -> None:
     for _ in range(21):
         api.request("GET", "/p")
     assert clock.now == pytest.approx(2.0) and api.requests_sent == 21
+
+
+@responses.activate
+def test_credentials_never_follow_a_link_to_another_host() -> None:
+    """A vendor's pagination link is followed only on the vendor's own host."""
+    responses.get(f"{BASE}/page2", json={"ok": True})
+    api = client(FakeClock())
+    assert api.request("GET", f"{BASE}/page2").json() == {"ok": True}
+    with pytest.raises(PermanentError, match="refusing to send credentials to"):
+        api.request("GET", "https://collector.example.net/page2")
+    assert len(responses.calls) == 1

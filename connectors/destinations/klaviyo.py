@@ -42,7 +42,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors.http import ApiClient, ApiError, AuthError, PermanentError, RetryPolicy, window_rate
+from connectors.http import (
+    ApiClient,
+    ApiError,
+    AuthError,
+    PermanentError,
+    RetryPolicy,
+    UnknownOutcome,
+    window_rate,
+)
 from sync.changes import Change, ChangeKind
 from sync.ports import BatchResult, Capabilities, ChangeResult, DestinationError, Outcome
 
@@ -55,7 +63,7 @@ MAX_PER_UNSUBSCRIBE_JOB: Final = 100
 MAX_IDS_PER_LIST_CALL: Final = 1_000
 PROFILE_PAGE: Final = 100  # GET /api/profiles page[size] maximum
 SINGLE_IMPORT_UP_TO: Final = 10  # profiles; fewer go one by one through profile-import
-IMPORT_WINDOW: Final = (10, 150)  # bulk import jobs and their reads: burst per s, steady per min
+IMPORT_WINDOW: Final = (10, 150)  # bulk import jobs, their reads, list membership: per s, per min
 GENERAL_WINDOW: Final = (75, 750)  # profile-import, suppression and unsubscribe jobs, profile reads
 POLL_SCHEDULE: Final = (0.5, 1.0, 2.0, 4.0, 5.0)  # seconds between job polls; the last repeats
 IDENTIFIER: Final = {"email": "email", "sms": "phone_number"}
@@ -153,6 +161,11 @@ class KlaviyoDestination:
                 results = self._tags(kind, batch)
         except AuthError as exc:
             raise DestinationError(f"{self.name}: Klaviyo refused the API key ({exc})") from None
+        except UnknownOutcome as exc:  # may have been applied: resent next round, an upsert
+            return BatchResult(
+                [ChangeResult(c, Outcome.RETRYABLE, str(exc)) for c in batch],
+                requests=self.requests_sent - before,
+            )
         except PermanentError as exc:
             if len(batch) > 1:
                 return BatchResult(batch_error=str(exc), requests=self.requests_sent - before)
@@ -213,7 +226,8 @@ class KlaviyoDestination:
         }
         if lists:
             body["data"]["relationships"] = {"lists": {"data": [{"type": "list", "id": i} for i in lists]}}
-        job = self._imports.request("POST", endpoint, json_body=body).json()["data"]
+        # not repeated blindly: a job created but unanswered would be a second job
+        job = self._imports.request("POST", endpoint, json_body=body, idempotent=False).json()["data"]
         try:
             status = self._wait_for(self._imports, endpoint, job)
         except _Stalled as stalled:
@@ -281,7 +295,7 @@ class KlaviyoDestination:
             members = sorted({ids[r.change.address] for r in group if r.change.address in ids})
             for start in range(0, len(members), MAX_IDS_PER_LIST_CALL):
                 chunk = members[start : start + MAX_IDS_PER_LIST_CALL]
-                self._general.request(
+                self._imports.request(  # list membership shares the import jobs' 10/s, 150/m limit
                     "DELETE",
                     f"/api/lists/{list_id}/relationships/profiles",
                     json_body={"data": [{"type": "profile", "id": i} for i in chunk]},

@@ -76,6 +76,7 @@ class KlaviyoModel:
         self.faults = Faults()
         self.calls: list[tuple[str, str]] = []
         self.violations: list[str] = []  # things Klaviyo would do that we promised never to cause
+        self._origin = "https://a.klaviyo.com"  # scheme://host of the request being answered
         self._ids = itertools.count(1)
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Reply]]] = [
             ("GET", re.compile(r"/api/profiles/?$"), self._get_profiles),
@@ -147,6 +148,7 @@ class KlaviyoModel:
     def handle(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Reply:
         """One request in, one answer out (or a transport fault raised as requests does)."""
         parts = urlsplit(url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"  # links point back where the call came in
         self.calls.append((method, parts.path))
         if headers.get("Authorization") != f"Klaviyo-API-Key {self.api_key}":
             return _error(401, "not_authenticated", "Incorrect authentication credentials.")
@@ -352,7 +354,8 @@ class KlaviyoModel:
         links: dict[str, str] = {"self": ""}
         if start + size < len(job.errors):
             links["next"] = (
-                f"https://a.klaviyo.com/api/profile-bulk-import-jobs/{id}/import-errors?page[size]={size}&page[cursor]={start + size}"  # noqa: E501
+                f"{self._origin}/api/profile-bulk-import-jobs/{id}/import-errors"
+                f"?page[size]={size}&page[cursor]={start + size}"
             )
         return _json(200, {"data": page, "links": links})
 
