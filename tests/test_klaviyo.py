@@ -317,3 +317,18 @@ def test_requests_match_the_shapes_in_klaviyos_spec(rsps: responses.RequestsMock
         "attributes": {"profiles": {"data": [{"type": "profile", "attributes": {
             "phone_number": "+15005550006",
             "subscriptions": {"sms": {"marketing": {"consent": "UNSUBSCRIBED"}}}}}]}}}})  # fmt: skip
+
+
+def test_an_address_klaviyo_already_suppresses_is_confirmed_by_lookup_not_assumed(
+    tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps
+) -> None:
+    world, account = klaviyo_world(tmp_path, rsps, sleeps)
+    _, suppressed = world.desired("email_outbox")
+    bounced = sorted(suppressed)[0]
+    account.add_profile(bounced).suppression = "HARD_BOUNCE"  # the job will skip it
+    summary = world.sync(allow_large_changes=True)
+    assert summary.exit_code is ExitCode.OK
+    lookups = [p for m, p in account.calls if m == "GET" and p == "/api/profiles"]
+    assert len(lookups) > 2  # the check, and the look-up of the skipped batch's addresses
+    assert {r.address for r in world.ledger_rows("email_outbox") if r.suppressed} == suppressed
+    assert account.find("email", bounced).suppression == "HARD_BOUNCE"  # type: ignore[union-attr]

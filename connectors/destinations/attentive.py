@@ -33,10 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from connectors.destinations.errors import unusable_on
 from connectors.http import (
     ApiClient,
-    ApiError,
-    AuthError,
     PermanentError,
     RetriesExhausted,
     RetryPolicy,
@@ -44,7 +43,7 @@ from connectors.http import (
     window_rate,
 )
 from sync.changes import Change, ChangeKind
-from sync.ports import BatchResult, Capabilities, ChangeResult, DestinationError, Outcome
+from sync.ports import BatchResult, Capabilities, ChangeResult, Outcome
 
 BASE_URL: Final = "https://api.attentivemobile.com/v1"
 ATTRIBUTES_PER_SECOND: Final = 150  # Attentive's default per-endpoint limit
@@ -95,24 +94,16 @@ class AttentiveDestination:
     def check(self) -> None:
         """Attentive has no read endpoint we need; an empty attribute call for a test phone
         would create a subscriber, so credentials are checked with ``GET /me``."""
-        try:
+        with unusable_on(self.name, "Attentive"):
             self._attributes.request("GET", "/me")
-        except AuthError as exc:
-            raise DestinationError(f"{self.name}: Attentive refused the API key ({exc})") from None
-        except ApiError as exc:
-            raise DestinationError(f"{self.name}: {exc}") from None
 
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
         before = self.requests_sent
-        try:
+        with unusable_on(self.name, "Attentive"):
             if kind is ChangeKind.SUPPRESS:
                 results = [self._unsubscribe(change) for change in batch]
             else:
                 results = self._tags(kind, batch)
-        except AuthError as exc:
-            raise DestinationError(f"{self.name}: Attentive refused the API key ({exc})") from None
-        except ApiError as exc:
-            raise DestinationError(f"{self.name}: {exc}") from None
         return BatchResult(results, requests=self.requests_sent - before)
 
     def _tags(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:

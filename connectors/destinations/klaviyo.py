@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from connectors.destinations.errors import unusable_on
 from connectors.http import (
     ApiClient,
     ApiError,
-    AuthError,
     PermanentError,
     RetryPolicy,
     UnknownOutcome,
@@ -131,16 +131,10 @@ class KlaviyoDestination:
     # --- check -------------------------------------------------------------------------------
     def check(self) -> None:
         self._stalled.clear()  # a new run: give every job queue a fresh chance
-        try:
+        with unusable_on(self.name, "Klaviyo", auth_hint=", or it lacks the profiles:read scope"):
             self._general.request(
                 "GET", "/api/profiles", params={"page[size]": 1, "fields[profile]": "email"}
             )
-        except AuthError as exc:
-            raise DestinationError(
-                f"{self.name}: Klaviyo refused the API key, or it lacks the profiles:read scope ({exc})"
-            ) from None
-        except ApiError as exc:
-            raise DestinationError(f"{self.name}: {exc}") from None
         for tag, list_id in sorted(self._lists.items()):
             try:
                 self._general.request("GET", f"/api/lists/{list_id}", params={"fields[list]": "name"})
@@ -152,29 +146,20 @@ class KlaviyoDestination:
     # --- apply -------------------------------------------------------------------------------
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
         before = self.requests_sent
-        try:
-            if kind is ChangeKind.SUPPRESS and self._settings.channel == "sms":
-                results = self._unsubscribe_sms(batch)
-            elif kind in (ChangeKind.SUPPRESS, ChangeKind.UNSUPPRESS):
-                results = self._suppression_job(kind, batch)
-            else:
-                results = self._tags(kind, batch)
-        except AuthError as exc:
-            raise DestinationError(f"{self.name}: Klaviyo refused the API key ({exc})") from None
-        except UnknownOutcome as exc:  # may have been applied: resent next round, an upsert
-            return BatchResult(
-                [ChangeResult(c, Outcome.RETRYABLE, str(exc)) for c in batch],
-                requests=self.requests_sent - before,
-            )
-        except PermanentError as exc:
-            if len(batch) > 1:
-                return BatchResult(batch_error=str(exc), requests=self.requests_sent - before)
-            return BatchResult(
-                [ChangeResult(batch[0], Outcome.PERMANENT, _reason(exc))],
-                requests=self.requests_sent - before,
-            )
-        except ApiError as exc:
-            raise DestinationError(f"{self.name}: {exc}") from None
+        with unusable_on(self.name, "Klaviyo"):
+            try:
+                if kind is ChangeKind.SUPPRESS and self._settings.channel == "sms":
+                    results = self._unsubscribe_sms(batch)
+                elif kind in (ChangeKind.SUPPRESS, ChangeKind.UNSUPPRESS):
+                    results = self._suppression_job(kind, batch)
+                else:
+                    results = self._tags(kind, batch)
+            except UnknownOutcome as exc:  # may have been applied: resent next round, an upsert
+                results = [ChangeResult(c, Outcome.RETRYABLE, str(exc)) for c in batch]
+            except PermanentError as exc:
+                if len(batch) > 1:
+                    return BatchResult(batch_error=str(exc), requests=self.requests_sent - before)
+                results = [ChangeResult(batch[0], Outcome.PERMANENT, _reason(exc))]
         return BatchResult(results, requests=self.requests_sent - before)
 
     # --- tags --------------------------------------------------------------------------------
@@ -304,8 +289,12 @@ class KlaviyoDestination:
 
     def _profile_ids(self, addresses: Iterable[str]) -> dict[str, str]:
         """Address -> Klaviyo profile id, for those that have a profile."""
-        ordered = sorted(addresses)
-        found: dict[str, str] = {}
+        return {address: str(profile["id"]) for address, profile in self._profiles(addresses, {})}
+
+    def _profiles(self, addresses: Iterable[str], params: Mapping[str, str]) -> Iterator[tuple[str, Any]]:
+        """(our address, Klaviyo's profile resource) for each address that has a profile,
+        looked up 100 at a time by this channel's identifier."""
+        ordered = sorted(set(addresses))
         wanted = {_normal(a): a for a in ordered}
         for start in range(0, len(ordered), PROFILE_PAGE):
             chunk = ordered[start : start + PROFILE_PAGE]
@@ -316,13 +305,13 @@ class KlaviyoDestination:
                     "filter": f"any({self._identifier},{json.dumps(chunk)})",
                     "fields[profile]": self._identifier,
                     "page[size]": PROFILE_PAGE,
+                    **params,
                 },
             ).json()
             for profile in answer.get("data", []):
                 value = (profile.get("attributes") or {}).get(self._identifier)
                 if isinstance(value, str) and _normal(value) in wanted:
-                    found[wanted[_normal(value)]] = str(profile["id"])
-        return found
+                    yield wanted[_normal(value)], profile
 
     # --- suppression -------------------------------------------------------------------------
     def _suppression_job(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:
@@ -354,28 +343,12 @@ class KlaviyoDestination:
     def _confirm_suppressed(self, batch: Sequence[Change]) -> list[ChangeResult]:
         """The job skipped some addresses and does not say which: look them up, and claim
         only the ones Klaviyo now holds as suppressed (already suppressed counts)."""
-        suppressed = set()
-        ordered = sorted({c.address for c in batch})
-        wanted = {_normal(a): a for a in ordered}
-        for start in range(0, len(ordered), PROFILE_PAGE):
-            chunk = ordered[start : start + PROFILE_PAGE]
-            answer = self._general.request(
-                "GET",
-                "/api/profiles",
-                params={
-                    "filter": f"any(email,{json.dumps(chunk)})",
-                    "fields[profile]": "email,subscriptions.email.marketing.suppression",
-                    "additional-fields[profile]": "subscriptions",
-                    "page[size]": PROFILE_PAGE,
-                },
-            ).json()
-            for profile in answer.get("data", []):
-                attributes = profile.get("attributes") or {}
-                marketing = ((attributes.get("subscriptions") or {}).get("email") or {}).get(
-                    "marketing"
-                ) or {}
-                if marketing.get("suppression") and _normal(str(attributes.get("email"))) in wanted:
-                    suppressed.add(wanted[_normal(str(attributes.get("email")))])
+        fields = {
+            "fields[profile]": "email,subscriptions.email.marketing.suppression",
+            "additional-fields[profile]": "subscriptions",
+        }
+        found = self._profiles((c.address for c in batch), fields)
+        suppressed = {address for address, profile in found if _email_suppressed(profile)}
         return [
             ChangeResult(c, Outcome.APPLIED)
             if c.address in suppressed
@@ -431,6 +404,11 @@ def _group(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[An
     for item in items:
         groups.setdefault(key(item), []).append(item)
     return groups
+
+
+def _email_suppressed(profile: Mapping[str, Any]) -> bool:
+    subscriptions = (profile.get("attributes") or {}).get("subscriptions") or {}
+    return bool(((subscriptions.get("email") or {}).get("marketing") or {}).get("suppression"))
 
 
 def _normal(address: str) -> str:

@@ -29,6 +29,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
+from connectors.destinations.errors import unusable_on
 from connectors.http import ApiClient, ApiError, AuthError, PermanentError, RetryPolicy
 from sync.changes import Change, ChangeKind
 from sync.ports import BatchResult, Capabilities, ChangeResult, DestinationError, Outcome
@@ -90,17 +91,16 @@ class MailchimpDestination:
 
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
         before = self._client.requests_sent
-        try:
-            if kind is ChangeKind.SUPPRESS:
-                results = [self._unsubscribe(change) for change in batch]
-            else:
-                results = self._tags(kind, batch)
-        except AuthError as exc:
-            raise DestinationError(f"{self.name}: Mailchimp refused the API key ({exc})") from None
-        except ApiError as exc:
-            if isinstance(exc, PermanentError) and len(batch) > 1:
+        with unusable_on(self.name, "Mailchimp"):
+            try:
+                if kind is ChangeKind.SUPPRESS:
+                    results = [self._unsubscribe(change) for change in batch]
+                else:
+                    results = self._tags(kind, batch)
+            except PermanentError as exc:
+                if len(batch) == 1:
+                    raise
                 return BatchResult(batch_error=str(exc), requests=self._client.requests_sent - before)
-            raise DestinationError(f"{self.name}: {exc}") from None
         return BatchResult(results, requests=self._client.requests_sent - before)
 
     # --- tags ------------------------------------------------------------------------------
