@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
@@ -32,3 +36,19 @@ def measure(
         cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
         peak_rss_mb=round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
     )
+
+
+def sizes_from_command_line(doc: str | None, bare_sql: Callable[[str], None], columns: str) -> list[int]:
+    """``--customers 100000,1000000`` as sizes, after printing the machine line and the CSV
+    header. A benchmark reruns itself with the hidden ``--bare-sql CONFIG`` to time its floor
+    in a fresh process: then that runs here, and there is nothing more to do (``[]``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", default="100000,1000000", help="comma-separated sizes")
+    parser.add_argument("--bare-sql", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_sql:
+        bare_sql(args.bare_sql)
+        return []
+    print(f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, {platform.machine()}")
+    print(columns)
+    return [int(s) for s in args.customers.split(",")]

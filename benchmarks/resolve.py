@@ -11,15 +11,13 @@ the largest process in the tree (the CLI or one of its phone workers; wait4 rusa
 
 from __future__ import annotations
 
-import argparse
-import platform
 import sqlite3
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.measure import Measurement, measure
+from benchmarks.measure import Measurement, measure, sizes_from_command_line
 
 AS_OF = "2026-11-22"
 
@@ -63,18 +61,8 @@ def mutate(warehouse: Path, share: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--customers", default="100000,1000000", help="comma-separated sizes")
-    parser.add_argument("--bare-sql", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.bare_sql:
-        bare_sql(args.bare_sql)
-        return
-    print(f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, {platform.machine()}")
-    print("customers,scenario,wall_s,cpu_s,peak_rss_mb,x_bare_sql")
-    for size in (int(s) for s in args.customers.split(",")):
+    columns = "customers,scenario,wall_s,cpu_s,peak_rss_mb,x_bare_sql"
+    for size in sizes_from_command_line(__doc__, bare_sql, columns):
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch) / "demo"
             cli = [sys.executable, "-m", "sync.cli_main"]

@@ -19,16 +19,14 @@ Peak RSS is that of the largest process in the tree (wait4 rusage).
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import sqlite3
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.measure import Measurement, measure
+from benchmarks.measure import Measurement, measure, sizes_from_command_line
 from benchmarks.resolve import AS_OF, fetch_all, resolver_sql
 
 GUARDRAIL = 3
@@ -47,18 +45,8 @@ def bare_sql(config_path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--customers", default="100000,1000000", help="comma-separated sizes")
-    parser.add_argument("--bare-sql", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.bare_sql:
-        bare_sql(args.bare_sql)
-        return
-    print(f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, {platform.machine()}")
-    print("customers,scenario,wall_s,cpu_s,peak_rss_mb,x_bare_sql,requests")
-    for size in (int(s) for s in args.customers.split(",")):
+    columns = "customers,scenario,wall_s,cpu_s,peak_rss_mb,x_bare_sql,requests"
+    for size in sizes_from_command_line(__doc__, bare_sql, columns):
         with tempfile.TemporaryDirectory() as scratch:
             run_size(size, Path(scratch) / "demo")
 

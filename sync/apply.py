@@ -100,6 +100,8 @@ class Applier:
             try:
                 outcomes = self._send(destination, kind, batch, tally)
             except DestinationError as exc:
+                if kind in destination.capabilities.at_most_once:  # refused before sending: not sent
+                    self._ledger.release_intents(destination.name, batch)
                 tally.fatal = str(exc)
                 tally.not_sent[kind.value] += total - sent
                 return

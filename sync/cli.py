@@ -16,7 +16,7 @@ import typer
 from connectors import demo_data
 from sync import app as api
 from sync import cli_sync, render, render_sync
-from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION
+from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION, config_problems
 from sync.cli_common import clock as _clock
 from sync.cli_common import fail as _fail
 from sync.cli_common import load as _load
@@ -202,10 +202,8 @@ def personas_preview(
     _check_format(output_format)
     app_config = _load(config)
     redact = Redactor(secrets_in(app_config))
-    try:
+    with config_problems(config, redact):
         result = api.preview(app_config, _clock(as_of))
-    except api.ResolveProblem as exc:
-        _fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
     if output_format == "json":
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:
@@ -226,10 +224,8 @@ def personas_explain(
     _check_format(output_format)
     app_config = _load(config)
     redact = Redactor(secrets_in(app_config))
-    try:
+    with config_problems(config, redact):
         result = api.explain(app_config, _clock(as_of), key)
-    except api.ResolveProblem as exc:
-        _fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
     if output_format == "json":
         typer.echo(json.dumps(render.explanation_json(result), indent=2))
     else:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import NoReturn
 
 import typer
 
+from sync.app import ResolveProblem
 from sync.config import AppConfig
 from sync.config_loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from sync.exit_codes import ExitCode
@@ -20,6 +23,15 @@ CONFIG_OPTION = typer.Option(
 def fail(message: str, code: ExitCode) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(int(code))
+
+
+@contextmanager
+def config_problems(config_path: Path, redact: Callable[[str], str]) -> Iterator[None]:
+    """A config or warehouse problem becomes a ``problem  FILE: KEY: MESSAGE`` line and exit 2."""
+    try:
+        yield
+    except ResolveProblem as exc:
+        fail(redact(f"problem  {config_path}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
 
 
 def load(config_path: Path) -> AppConfig:

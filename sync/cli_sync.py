@@ -14,7 +14,7 @@ import typer
 from sync import app as api
 from sync import render, render_sync
 from sync.apply import NoProgress, Progress
-from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION, clock, fail, load
+from sync.cli_common import AS_OF_OPTION, CONFIG_OPTION, clock, config_problems, fail, load
 from sync.config import AppConfig
 from sync.engine import SyncOptions, SyncSummary
 from sync.exit_codes import ExitCode
@@ -102,12 +102,10 @@ def sync_command(
         plan_out=plan_out,
     )
     try:
-        with _progress(quiet or dry_run, output_format) as progress:
+        with config_problems(config, redact), _progress(quiet or dry_run, output_format) as progress:
             summary = api.sync(
                 app_config, clock=clock(as_of), destinations=destination, options=options, progress=progress
             )
-    except api.ResolveProblem as exc:
-        fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
     except LockHeld as exc:
         fail(redact(f"locked   {exc}"), ExitCode.LOCKED)
     _finish(summary, output_format, redact, plan_out)
@@ -163,12 +161,8 @@ def runs_list(
     """The latest runs, newest first: status, duration, changes applied, failures, requests."""
     _check_choice("--format", output_format, ("text", "json"))
     app_config = load(config)
-    try:
+    with config_problems(config, Redactor(secrets_in(app_config))):
         runs = api.run_history(app_config, limit)
-    except api.ResolveProblem as exc:
-        fail(
-            Redactor(secrets_in(app_config))(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG
-        )
     if output_format == "json":
         typer.echo(json.dumps([render_sync.run_record_json(r) for r in runs], indent=2))
     elif not runs:
@@ -188,12 +182,8 @@ def runs_show(
     personas, duration and requests."""
     _check_choice("--format", output_format, ("text", "json"))
     app_config = load(config)
-    try:
+    with config_problems(config, Redactor(secrets_in(app_config))):
         details = api.run_details(app_config, run_id, failures)
-    except api.ResolveProblem as exc:
-        fail(
-            Redactor(secrets_in(app_config))(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG
-        )
     if details is None:
         fail(f"no run {run_id} in the state store (see `personasync runs list`)", ExitCode.CONFIG)
     if output_format == "json":
@@ -221,10 +211,8 @@ def destinations_check(
     _check_choice("--format", output_format, ("text", "json"))
     app_config = load(config)
     redact = Redactor(secrets_in(app_config))
-    try:
+    with config_problems(config, redact):
         checks = api.check_destinations(app_config, destination)
-    except api.ResolveProblem as exc:
-        fail(redact(f"problem  {config}: {exc.key}: {exc.message}"), ExitCode.CONFIG)
     if output_format == "json":
         rows = [
             {"destination": c.name, "type": c.type, "channel": c.channel, "ok": c.ok, "problem": c.problem}

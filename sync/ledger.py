@@ -183,15 +183,7 @@ class Ledger:
             if keep:
                 conn.execute(m.insert(), keep)
             conn.execute(OUTCOMES.insert(), [_outcome_row(run_id, destination, o, at) for o in outcomes])
-            conn.execute(
-                INTENTS.delete().where(
-                    INTENTS.c.destination == destination,
-                    INTENTS.c.key == sa.bindparam("k"),
-                    INTENTS.c.address == sa.bindparam("a"),
-                    INTENTS.c.change == sa.bindparam("c"),
-                ),
-                [{"k": o.change.key, "a": o.change.address, "c": o.change.kind.value} for o in outcomes],
-            )
+            _delete_intents(conn, destination, [o.change for o in outcomes])
             conn.execute(LEDGER_META.update().values(version=LEDGER_META.c.version + 1))
 
     def record_intents(self, run_id: int, destination: str, changes: Sequence[Change]) -> None:
@@ -213,6 +205,12 @@ class Ledger:
                     for c in changes
                 ],
             )
+
+    def release_intents(self, destination: str, changes: Sequence[Change]) -> None:
+        """Drop intents of changes the destination refused before sending any of them (it
+        raised :class:`~sync.ports.DestinationError`): they are planned again next run."""
+        with self._engine.begin() as conn:
+            _delete_intents(conn, destination, changes)
 
     def settle_intents(self) -> int:
         """Count every intent left by a run that died between sending and recording as
@@ -304,6 +302,18 @@ class Ledger:
             )
             for r in rows
         ]
+
+
+def _delete_intents(conn: Connection, destination: str, changes: Sequence[Change]) -> None:
+    conn.execute(
+        INTENTS.delete().where(
+            INTENTS.c.destination == destination,
+            INTENTS.c.key == sa.bindparam("k"),
+            INTENTS.c.address == sa.bindparam("a"),
+            INTENTS.c.change == sa.bindparam("c"),
+        ),
+        [{"k": c.key, "a": c.address, "c": c.kind.value} for c in changes],
+    )
 
 
 def _empty_row(destination: str, change: Change) -> dict[str, Any]:

@@ -108,5 +108,8 @@ class Destination(Protocol):
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
         """Apply a batch of changes of one kind (at most ``capabilities.max_batch[kind]``).
 
-        Raises :class:`DestinationError` when the destination cannot be used at all."""
+        Raises :class:`DestinationError` when the destination cannot be used at all. For a
+        kind in ``capabilities.at_most_once`` it may do so only before sending anything of
+        the batch (the engine then plans the batch again); any later failure is reported
+        per record."""
         ...

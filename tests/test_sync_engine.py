@@ -139,6 +139,38 @@ def test_a_change_sent_at_most_once_is_never_repeated_after_a_crash(tmp_path: Pa
     assert world.sync().plans[0]["changes"]["suppress"] == 0
 
 
+def test_an_at_most_once_change_refused_before_sending_is_sent_next_run(tmp_path: Path) -> None:
+    """A destination down (say, its key refused) sent nothing: those unsubscribes are not
+    counted as sent, and the next run sends them."""
+    world = make_world(tmp_path)
+    sms = MemoryDestination("sms_outbox", 1, at_most_once=frozenset({ChangeKind.SUPPRESS}))
+    world.destinations = {"sms_outbox": sms}
+    sms.faults.down = True
+    assert world.sync(allow_large_changes=True).exit_code is ExitCode.DESTINATION_FATAL
+    sms.faults = Faults()
+    summary = world.sync(allow_large_changes=True)
+    assert summary.exit_code is ExitCode.OK and summary.settled_intents == 0
+    _, desired = world.desired("sms_outbox")
+    assert sms.suppressed() == desired
+
+
+def test_a_plan_saved_before_an_interrupted_at_most_once_send_is_refused(tmp_path: Path) -> None:
+    """``apply`` settles what a dead run sent before comparing versions, so an older plan
+    holding the same unsubscribe can never text the person a second time."""
+    world = make_world(tmp_path)
+    sms = MemoryDestination("sms_outbox", 1, at_most_once=frozenset({ChangeKind.SUPPRESS}))
+    world.destinations = {"sms_outbox": sms}
+    sms.faults.crash_after_batch = 0
+    with pytest.raises(SimulatedCrash):
+        world.sync(allow_large_changes=True)
+    sms.faults = Faults()
+    plan = tmp_path / "plan.jsonl"
+    world.sync(dry_run=True, plan_out=plan)  # a dry run does not settle: the plan holds that unsubscribe
+    with pytest.raises(PlanError, match="changed since this plan was made"):
+        app.apply_plan(world.config, plan, allow_large_changes=True, targets=world.targets())
+    assert len([a for k, a, _ in sms.applied if k is ChangeKind.SUPPRESS]) == 1
+
+
 def test_guardrail_blocks_a_mass_suppression_before_anything_is_sent(world: World) -> None:
     synced(world)
     world.sql("UPDATE customers SET email_opt_in = NULL WHERE customer_id % 3 = 0")  # a broken load

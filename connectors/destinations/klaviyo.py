@@ -201,10 +201,7 @@ class KlaviyoDestination:
     def _import_job(
         self, verb: str, by_address: Mapping[str, list[Change]], lists: tuple[str, ...]
     ) -> list[ChangeResult]:
-        endpoint = "/api/profile-bulk-import-jobs"
         changes = [c for group in by_address.values() for c in group]
-        if endpoint in self._stalled:
-            return [ChangeResult(c, Outcome.RETRYABLE, self._stalled[endpoint]) for c in changes]
         profiles = [self._profile(verb, address, group) for address, group in by_address.items()]
         body: dict[str, Any] = {
             "data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": profiles}}}
@@ -212,19 +209,11 @@ class KlaviyoDestination:
         if lists:
             body["data"]["relationships"] = {"lists": {"data": [{"type": "list", "id": i} for i in lists]}}
         # not repeated blindly: a job created but unanswered would be a second job
-        job = self._imports.request("POST", endpoint, json_body=body, idempotent=False).json()["data"]
-        try:
-            status = self._wait_for(self._imports, endpoint, job)
-        except _Stalled as stalled:
-            self._stalled[endpoint] = f"not confirmed: {stalled}; sent again next run"
-            return [ChangeResult(c, Outcome.RETRYABLE, str(stalled)) for c in changes]
-        if status["status"] == "cancelled":
-            return [
-                ChangeResult(c, Outcome.RETRYABLE, f"Klaviyo cancelled import job {job['id']}")
-                for c in changes
-            ]
-        refused = self._import_errors(job["id"], list(by_address)) if status.get("failed_count") else {}
-        failed = int(status.get("failed_count") or 0)
+        job = self._run_job(self._imports, "/api/profile-bulk-import-jobs", body, changes, idempotent=False)
+        if isinstance(job, list):
+            return job
+        failed = int(job.get("failed_count") or 0)
+        refused = self._import_errors(job["id"], list(by_address)) if failed else {}
         if len(refused) < failed:  # errors we cannot tie to a row: claim nothing for the job
             why = f"Klaviyo import job {job['id']} reported {failed} failures it did not itemise"
             return [ChangeResult(c, Outcome.RETRYABLE, why) for c in changes]
@@ -316,9 +305,6 @@ class KlaviyoDestination:
     # --- suppression -------------------------------------------------------------------------
     def _suppression_job(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:
         verb = "create" if kind is ChangeKind.SUPPRESS else "delete"
-        endpoint = f"/api/profile-suppression-bulk-{verb}-jobs"
-        if endpoint in self._stalled:
-            return [ChangeResult(c, Outcome.RETRYABLE, self._stalled[endpoint]) for c in batch]
         addresses = sorted({c.address for c in batch})
         body = {
             "data": {
@@ -328,15 +314,10 @@ class KlaviyoDestination:
                 },
             }
         }
-        job = self._general.request("POST", endpoint, json_body=body).json()["data"]
-        try:
-            status = self._wait_for(self._general, endpoint, job)
-        except _Stalled as stalled:
-            self._stalled[endpoint] = f"not confirmed: {stalled}; sent again next run"
-            return [ChangeResult(c, Outcome.RETRYABLE, str(stalled)) for c in batch]
-        if status["status"] == "cancelled":
-            return [ChangeResult(c, Outcome.RETRYABLE, f"Klaviyo cancelled job {job['id']}") for c in batch]
-        if kind is ChangeKind.SUPPRESS and status.get("skipped_count"):
+        job = self._run_job(self._general, f"/api/profile-suppression-bulk-{verb}-jobs", body, batch)
+        if isinstance(job, list):
+            return job
+        if kind is ChangeKind.SUPPRESS and job.get("skipped_count"):
             return self._confirm_suppressed(batch)
         return [ChangeResult(c, Outcome.APPLIED) for c in batch]
 
@@ -382,6 +363,30 @@ class KlaviyoDestination:
         return [ChangeResult(c, Outcome.APPLIED) for c in batch]  # 202: accepted, no job to poll
 
     # --- jobs --------------------------------------------------------------------------------
+    def _run_job(
+        self,
+        client: ApiClient,
+        endpoint: str,
+        body: Mapping[str, Any],
+        changes: Sequence[Change],
+        *,
+        idempotent: bool = True,
+    ) -> dict[str, Any] | list[ChangeResult]:
+        """Create a job and wait for it: the finished job's attributes (with its ``id``), or,
+        when its outcome is not known (the queue stalled earlier this run, the job still
+        unfinished at the deadline, or cancelled), every change back as retryable."""
+        if endpoint in self._stalled:
+            return [ChangeResult(c, Outcome.RETRYABLE, self._stalled[endpoint]) for c in changes]
+        job = client.request("POST", endpoint, json_body=body, idempotent=idempotent).json()["data"]
+        try:
+            status = self._wait_for(client, endpoint, job)
+        except _Stalled as stalled:
+            self._stalled[endpoint] = f"not confirmed: {stalled}; sent again next run"
+            return [ChangeResult(c, Outcome.RETRYABLE, str(stalled)) for c in changes]
+        if status["status"] == "cancelled":
+            return [ChangeResult(c, Outcome.RETRYABLE, f"Klaviyo cancelled job {job['id']}") for c in changes]
+        return {**status, "id": job["id"]}
+
     def _wait_for(self, client: ApiClient, endpoint: str, job: Mapping[str, Any]) -> dict[str, Any]:
         """Poll a job until it is complete or cancelled; :class:`_Stalled` past the deadline."""
         attributes = dict(job.get("attributes") or {})
