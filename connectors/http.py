@@ -208,15 +208,21 @@ class RateLimiter:
 
 def window_rate(per_second: float, per_minute: float, share: float = 1.0) -> tuple[float, int]:
     """A token bucket (rate, burst) that never exceeds a vendor's two fixed windows, e.g.
-    Klaviyo's "burst 10/s, steady 150/m", scaled by ``share`` of the quota.
+    Klaviyo's "burst 10/s, steady 150/m", scaled by ``share`` of the quota."""
+    return bucket_for_windows({1.0: per_second, 60.0: per_minute}, share)
+
+
+def bucket_for_windows(windows: Mapping[float, float], share: float = 1.0) -> tuple[float, int]:
+    """A token bucket (rate, burst) that stays under every fixed window ``{seconds: allowed}``
+    (HubSpot: ``{10: 190}``), scaled by ``share`` of the quota.
 
     In any window of ``w`` seconds a bucket lets through at most ``burst + rate * w``
-    requests, so the rate sits a little under the steady limit and the burst takes what
-    both windows leave over.
+    requests, so the rate sits a little under the slowest window's average and the burst
+    takes what every window leaves over.
     """
-    per_second, per_minute = per_second * share, per_minute * share
-    rate = min(per_second, per_minute / 60) * 0.95
-    burst = int(min(per_second - rate, per_minute - 60 * rate))
+    scaled = {seconds: allowed * share for seconds, allowed in windows.items()}
+    rate = min(allowed / seconds for seconds, allowed in scaled.items()) * 0.95
+    burst = int(min(allowed - rate * seconds for seconds, allowed in scaled.items()))
     return rate, max(1, burst)
 
 
@@ -275,6 +281,18 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
+@dataclass(frozen=True)
+class _Body:
+    data: str
+    content_type: str
+
+    @staticmethod
+    def of(json_body: Any, form: Mapping[str, str] | None, content_type: str) -> _Body | None:
+        if form is not None:
+            return _Body(urllib.parse.urlencode(form), "application/x-www-form-urlencoded")
+        return None if json_body is None else _Body(json.dumps(json_body), content_type)
+
+
 def user_agent() -> str:
     try:
         version = importlib.metadata.version("personasync")
@@ -321,6 +339,11 @@ class ApiClient:
         self._clock = clock
         self.requests_sent = 0
 
+    def authorize(self, headers: Mapping[str, str], secrets: Iterable[str]) -> None:
+        """Replace credential headers (a refreshed OAuth token); their values join the redactor."""
+        self._session.headers.update(headers)
+        self._secrets = sorted({*self._secrets, *(s for s in secrets if len(s) >= 4)}, key=len, reverse=True)
+
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
@@ -335,9 +358,11 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
+        form: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send one call, retrying as the policy allows; the successful response, or an
-        :class:`ApiError` subclass saying why not."""
+        :class:`ApiError` subclass saying why not. ``form`` sends a form-encoded body
+        (an OAuth token request) instead of ``json_body``."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
         if _origin(url) != _origin(self.base_url):  # e.g. a pagination link: never send credentials elsewhere
             refused = Classified(Verdict.PERMANENT, "a link to another host")
@@ -350,7 +375,8 @@ class ApiClient:
             reraise=True,
         )
         try:
-            return retrying(self._send, method, url, json_body, params, headers, idempotent)
+            body = _Body.of(json_body, form, self._content_type)
+            return retrying(self._send, method, url, body, params, headers, idempotent)
         except _Retry as last:
             message = self.redact(f"{method} {path}: still failing after retries: {last.classified.reason}")
             raise RetriesExhausted(message, last.classified) from None
@@ -359,7 +385,7 @@ class ApiClient:
         self,
         method: str,
         url: str,
-        json_body: Any,
+        body: _Body | None,
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         idempotent: bool,
@@ -371,11 +397,9 @@ class ApiClient:
                 outcome: requests.Response | BaseException = self._session.request(
                     method,
                     url,
-                    data=None if json_body is None else json.dumps(json_body),
+                    data=None if body is None else body.data,
                     params=params,
-                    headers={"Content-Type": self._content_type, **(headers or {})}
-                    if json_body is not None
-                    else headers,
+                    headers={"Content-Type": body.content_type, **(headers or {})} if body else headers,
                     timeout=self._timeout,
                 )
             except requests.RequestException as error:

@@ -21,8 +21,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import demo_data
-from connectors.destinations import attentive, klaviyo, mailchimp
-from connectors.destinations.file import FileDestination
 from connectors.warehouse import (
     WarehouseCatalog,
     WarehouseError,
@@ -46,20 +44,17 @@ from personas.resolve import (
 from sync.apply import Progress
 from sync.config import (
     AppConfig,
-    AttentiveDestinationConfig,
-    DestinationConfig,
     FileDestinationConfig,
-    KlaviyoDestinationConfig,
-    MailchimpDestinationConfig,
     database_url,
     display_url,
 )
 from sync.config_loader import load_config
+from sync.destinations import destination_for
 from sync.engine import SyncOptions, SyncSummary, Target, apply_saved_plan, run_sync
 from sync.ledger import FailureRecord, Ledger, RunRecord
 from sync.membership import DestinationSpec
 from sync.plan import Limits
-from sync.ports import Destination, DestinationError
+from sync.ports import DestinationError, SetsUp, SetupStatus, SetupStep
 from sync.state import SqlIdentityCache, StateError, create_state_engine, migrate
 from sync.validate import Check, describe, origin_key, validate_against
 
@@ -282,12 +277,39 @@ def check_destinations(config: AppConfig, names: Sequence[str] = ()) -> list[Des
         if names and destination.name not in names:
             continue
         try:
-            destination_for(destination).check()
+            destination_for(destination, config.personas).check()
             problem = None
         except DestinationError as exc:
             problem = str(exc)
         checks.append(DestinationCheck(i, destination.name, destination.type, destination.channel, problem))
     return checks
+
+
+@dataclass(frozen=True)
+class DestinationSetup:
+    """What ``destinations setup`` found, did, or leaves to a person, for one destination."""
+
+    name: str
+    type: str
+    steps: list[SetupStep]
+
+    @property
+    def complete(self) -> bool:
+        return all(step.status is not SetupStatus.MANUAL for step in self.steps)
+
+
+def setup_destination(config: AppConfig, name: str, dry_run: bool) -> DestinationSetup:
+    """Create what destination ``name`` needs in the vendor's account (or, with ``dry_run``,
+    say what would be created). Raises :class:`ResolveProblem` for an unknown name or a
+    type with nothing to set up, :class:`DestinationError` when the account cannot be read."""
+    targets_for(config, [name])  # validates the name
+    chosen = next(d for d in config.destinations if d.name == name)
+    destination = destination_for(chosen, config.personas)
+    if not isinstance(destination, SetsUp):
+        raise ResolveProblem(
+            "--destination", f"{name} is a {chosen.type} destination: it has nothing to set up"
+        )
+    return DestinationSetup(name, chosen.type, destination.setup(dry_run))
 
 
 def _destination_checks(config: AppConfig) -> list[Check]:
@@ -358,47 +380,6 @@ def demo_config_text() -> str:
 
 
 # --- sync ------------------------------------------------------------------------------------
-def destination_for(config: DestinationConfig) -> Destination:
-    """The connector for one configured destination."""
-    if isinstance(config, MailchimpDestinationConfig):
-        return mailchimp.build(
-            config.name,
-            config.api_key.get_secret_value(),
-            config.list_id,
-            base_url=config.base_url,
-            requests_per_second=config.requests_per_second,
-            timeout=(10.0, config.timeout_seconds),
-        )
-    if isinstance(config, KlaviyoDestinationConfig):
-        naming = config.naming()
-        settings = klaviyo.KlaviyoSettings(
-            channel=config.channel,
-            tag_property=config.tag_property,
-            lists={naming.tag(persona): list_id for persona, list_id in config.lists.items()},
-            job_timeout=config.job_timeout_seconds,
-        )
-        return klaviyo.build(
-            config.name,
-            config.api_key.get_secret_value(),
-            settings,
-            base_url=config.base_url,
-            revision=config.revision,
-            rate_share=config.rate_limit_share,
-            timeout=(10.0, config.timeout_seconds),
-        )
-    if isinstance(config, AttentiveDestinationConfig):
-        return attentive.build(
-            config.name,
-            config.api_key.get_secret_value(),
-            attentive.AttentiveSettings(
-                config.attribute_mode, config.true_value, config.false_value, config.primary_attribute
-            ),
-            base_url=config.base_url,
-            timeout=(10.0, config.timeout_seconds),
-        )
-    return FileDestination(config.name, config.channel, Path(config.path))
-
-
 def targets_for(config: AppConfig, names: Sequence[str] = ()) -> list[Target]:
     """The configured destinations taking part (all, or those named). Raises
     :class:`ResolveProblem` for an unknown name."""
@@ -413,7 +394,7 @@ def targets_for(config: AppConfig, names: Sequence[str] = ()) -> list[Target]:
     chosen = [d for d in config.destinations if not names or d.name in names]
     return [
         Target(
-            destination_for(d),
+            destination_for(d, config.personas),
             DestinationSpec(d.name, d.channel, d.naming()),
             Limits(d.max_remove_percent, d.max_suppress_percent),
         )

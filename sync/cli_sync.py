@@ -19,6 +19,7 @@ from sync.config import AppConfig
 from sync.engine import SyncOptions, SyncSummary
 from sync.exit_codes import ExitCode
 from sync.lock import LockHeld
+from sync.ports import DestinationError, SetupStatus
 from sync.progress import BarProgress, LogProgress, setup_logging
 from sync.redact import Redactor, secrets_in
 from sync.spool import PlanError
@@ -228,4 +229,29 @@ def destinations_check(
             else:
                 typer.echo(redact(f"problem  {line}: {c.problem}"), err=True)
     if not all(c.ok for c in checks):
+        raise typer.Exit(int(ExitCode.DESTINATION_FATAL))
+
+
+@destinations_cli.command("setup")
+def destinations_setup(
+    config: Path = CONFIG_OPTION,
+    destination: str = typer.Option(..., "--destination", "-d", help="The destination to set up."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be created; change nothing."),
+) -> None:
+    """Create what a destination needs in the vendor's account: HubSpot's tag property and
+    its options. For Salesforce, whose fields only an admin or the Metadata API can create,
+    print the exact change to make. Exits 5 while something is left for a person to do."""
+    app_config = load(config)
+    redact = Redactor(secrets_in(app_config))
+    with config_problems(config, redact):
+        try:
+            result = api.setup_destination(app_config, destination, dry_run)
+        except DestinationError as exc:
+            fail(redact(str(exc)), ExitCode.DESTINATION_FATAL)
+    for step in result.steps:
+        line = f"{step.status.value:<9} {step.what}"
+        typer.echo(redact(line), err=step.status is SetupStatus.MANUAL)
+    if dry_run and any(step.status is SetupStatus.WOULD_DO for step in result.steps):
+        typer.echo("dry run: nothing was changed; run again without --dry-run to make these changes")
+    if not result.complete:
         raise typer.Exit(int(ExitCode.DESTINATION_FATAL))

@@ -225,11 +225,113 @@ class AttentiveDestinationConfig(DestinationBase):
         return self
 
 
+HUBSPOT_LEGAL_BASES: Final = (
+    "LEGITIMATE_INTEREST_PQL",
+    "LEGITIMATE_INTEREST_CLIENT",
+    "PERFORMANCE_OF_CONTRACT",
+    "CONSENT_WITH_NOTICE",
+    "NON_GDPR",
+    "PROCESS_AND_STORE",
+    "LEGITIMATE_INTEREST_OTHER",
+)
+
+
+class HubSpotDestinationConfig(DestinationBase):
+    type: Literal["hubspot"] = Field(
+        description="HubSpot contacts: tags in a multiple-checkbox property; suppression = unsubscribe."
+    )
+    access_token: SecretStr = Field(
+        description='HubSpot private app access token, e.g. "${HUBSPOT_ACCESS_TOKEN}".'
+    )
+    tag_property: str = Field(
+        default="personasync_personas",
+        pattern=r"^[a-z][a-z0-9_]{0,99}$",
+        description="Internal name of the multiple-checkbox contact property holding the tags.",
+    )
+    hs_persona: dict[str, Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="Persona -> hs_persona internal value (e.g. persona_1); needs first_match assignment.",
+    )
+    lists: dict[str, Annotated[str, Field(pattern=r"^\d+$")]] = Field(
+        default_factory=dict, description="Static (MANUAL or SNAPSHOT) list id per persona, kept in step."
+    )
+    subscription_id: Annotated[str, Field(pattern=r"^\d+$")] | None = Field(
+        default=None,
+        description="Email subscription type a suppressed contact is unsubscribed from (required for email).",
+    )
+    legal_basis: Literal[HUBSPOT_LEGAL_BASES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="GDPR legal basis sent with unsubscribes, for accounts that require one."
+    )
+    legal_basis_explanation: str | None = Field(default=None, description="Text sent with legal_basis.")
+    requests_per_ten_seconds: int = Field(
+        default=100,
+        ge=1,
+        le=250,
+        description="This destination's share of the account's 10-second limit (100 Starter, 190 Pro/Ent).",
+    )
+    base_url: str = Field(default="https://api.hubapi.com", description="API base URL (tests, proxies).")
+    timeout_seconds: float = Field(default=30, gt=0, description="Read timeout per request.")
+
+    @model_validator(mode="after")
+    def _crm_or_email(self) -> HubSpotDestinationConfig:
+        if self.channel not in ("crm", "email"):
+            raise ValueError(f"a hubspot destination is for channel 'crm' or 'email' (got {self.channel!r})")
+        if self.channel == "email" and self.subscription_id is None:
+            raise ValueError(
+                "subscription_id: an email destination must be able to unsubscribe suppressed contacts; "
+                "set the id of the email subscription type to unsubscribe them from"
+            )
+        return self
+
+
+class SalesforceDestinationConfig(DestinationBase):
+    type: Literal["salesforce"] = Field(
+        description="Salesforce Contacts or Leads: tags in a multi-select picklist; suppression = opt-out."
+    )
+    client_id: SecretStr = Field(description='Connected app consumer key, e.g. "${SALESFORCE_CLIENT_ID}".')
+    client_secret: SecretStr | None = Field(
+        default=None, description='Connected app consumer secret, e.g. "${SALESFORCE_CLIENT_SECRET}".'
+    )
+    refresh_token: SecretStr = Field(description='OAuth refresh token, e.g. "${SALESFORCE_REFRESH_TOKEN}".')
+    refresh_token_file: str | None = Field(
+        default=None,
+        description="File (relative to the config) keeping a rotated refresh token for the next run.",
+    )
+    login_url: str = Field(
+        default="https://login.salesforce.com",
+        pattern=r"^https?://[^/\s]+/?$",
+        description="OAuth host: https://test.salesforce.com for sandboxes, or the org's My Domain URL.",
+    )
+    object: Literal["Contact", "Lead"] = Field(default="Contact", description="Records that carry the tags.")
+    external_id_field: str = Field(
+        default="Warehouse_Id__c",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]{0,79}$",
+        description="External ID field holding the customer key; records are matched on it.",
+    )
+    tag_field: str = Field(
+        default="Persona_Tags__c",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]{0,79}$",
+        description="Multi-select picklist holding this destination's tags.",
+    )
+    api_version: str = Field(
+        default="v60.0", pattern=r"^v\d{2,3}\.0$", description="REST API version, e.g. v60.0."
+    )
+    timeout_seconds: float = Field(default=60, gt=0, description="Read timeout per request.")
+
+    @model_validator(mode="after")
+    def _crm_only(self) -> SalesforceDestinationConfig:
+        if self.channel != "crm":
+            raise ValueError(f"a salesforce destination is for channel 'crm' (got {self.channel!r})")
+        return self
+
+
 DESTINATION_TYPES: Final[dict[str, type[DestinationBase]]] = {
     "file": FileDestinationConfig,
     "mailchimp": MailchimpDestinationConfig,
     "klaviyo": KlaviyoDestinationConfig,
     "attentive": AttentiveDestinationConfig,
+    "hubspot": HubSpotDestinationConfig,
+    "salesforce": SalesforceDestinationConfig,
 }
 
 
@@ -245,7 +347,9 @@ DestinationConfig = Annotated[
     Annotated[FileDestinationConfig, Tag("file")]
     | Annotated[MailchimpDestinationConfig, Tag("mailchimp")]
     | Annotated[KlaviyoDestinationConfig, Tag("klaviyo")]
-    | Annotated[AttentiveDestinationConfig, Tag("attentive")],
+    | Annotated[AttentiveDestinationConfig, Tag("attentive")]
+    | Annotated[HubSpotDestinationConfig, Tag("hubspot")]
+    | Annotated[SalesforceDestinationConfig, Tag("salesforce")],
     Discriminator(_destination_type),
 ]
 
@@ -291,23 +395,31 @@ class AppConfig(StrictModel):
         problems = []
         for i, destination in enumerate(self.destinations):
             by_persona = {"tag_names": list(destination.tag_names)}
-            if isinstance(destination, KlaviyoDestinationConfig):
+            if isinstance(destination, KlaviyoDestinationConfig | HubSpotDestinationConfig):
                 by_persona["lists"] = list(destination.lists)
+            if isinstance(destination, HubSpotDestinationConfig):
+                by_persona["hs_persona"] = list(destination.hs_persona)
             for key, personas in by_persona.items():
                 for persona in personas:
                     if persona not in names:
                         hint = suggest(persona, names)
                         did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
                         problems.append(f"destinations[{i}].{key}: unknown persona {persona!r}{did_you_mean}")
-            primary = (
-                isinstance(destination, AttentiveDestinationConfig)
+            one_persona = {  # key -> what holds a single persona per customer
+                "attribute_mode": "'primary'"
+                if isinstance(destination, AttentiveDestinationConfig)
                 and destination.attribute_mode == "primary"
-            )
-            if primary and self.assignment.mode != "first_match":
-                problems.append(
-                    f"destinations[{i}].attribute_mode: 'primary' holds one persona per customer; "
-                    'it needs [assignment] mode = "first_match"'
-                )
+                else None,
+                "hs_persona": "hs_persona"
+                if isinstance(destination, HubSpotDestinationConfig) and destination.hs_persona
+                else None,
+            }
+            for key, what in one_persona.items():
+                if what and self.assignment.mode != "first_match":
+                    problems.append(
+                        f"destinations[{i}].{key}: {what} holds one persona per customer; "
+                        'it needs [assignment] mode = "first_match"'
+                    )
             consent = getattr(self.consent, destination.channel)
             if destination.channel in ("email", "sms") and consent is None:
                 channel = destination.channel

@@ -137,6 +137,8 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
     for destination in data.get("destinations", []) if isinstance(data.get("destinations"), list) else []:
         if isinstance(destination, dict) and isinstance(destination.get("path"), str):
             destination["path"] = str(base / destination["path"])
+        if isinstance(destination, dict) and isinstance(destination.get("refresh_token_file"), str):
+            destination["refresh_token_file"] = str(base / destination["refresh_token_file"])
 
 
 def _absolute_file_url(url: str, base: Path) -> str:

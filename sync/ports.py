@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -112,4 +112,28 @@ class Destination(Protocol):
         kind in ``capabilities.at_most_once`` it may do so only before sending anything of
         the batch (the engine then plans the batch again); any later failure is reported
         per record."""
+        ...
+
+
+class SetupStatus(str, Enum):
+    OK = "ok"  # already in place
+    DONE = "done"  # setup just did it
+    WOULD_DO = "would do"  # a dry run: setup would do it
+    MANUAL = "manual"  # only a person can do it; the step says how
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    status: SetupStatus
+    what: str  # for the operator: what is in place, was done, or must be done and how
+
+
+@runtime_checkable
+class SetsUp(Protocol):
+    """A destination that can create what our config needs in the vendor's account (a
+    property and its options), or say exactly what a person must create."""
+
+    def setup(self, dry_run: bool) -> list[SetupStep]:
+        """Inspect, then (unless ``dry_run``) create what is missing; one step per
+        requirement. Raises :class:`DestinationError` when the account cannot be read."""
         ...

@@ -60,6 +60,13 @@ class World:
 
     def desired(self, name: str) -> tuple[dict[str, frozenset[str]], set[str]]:
         """What destination ``name`` should hold now: address -> tags, and suppressed addresses."""
+        return self._desired(name, by_key=False)
+
+    def desired_by_key(self, name: str) -> tuple[dict[str, frozenset[str]], set[str]]:
+        """As :meth:`desired`, by customer key: key -> tags, and suppressed keys."""
+        return self._desired(name, by_key=True)
+
+    def _desired(self, name: str, by_key: bool) -> tuple[dict[str, frozenset[str]], set[str]]:
         spec = next(t.spec for t in self.targets() if t.spec.name == name)
         tagged: dict[str, frozenset[str]] = {}
         suppressed: set[str] = set()
@@ -68,10 +75,11 @@ class World:
                 wanted = membership(assignment, spec)
                 if wanted.address is None:
                     continue
+                who = assignment.key if by_key else wanted.address
                 if wanted.tags:
-                    tagged[wanted.address] = wanted.tags
+                    tagged[who] = wanted.tags
                 if wanted.suppressed:
-                    suppressed.add(wanted.address)
+                    suppressed.add(who)
         return tagged, suppressed
 
     def ledger_rows(self, name: str) -> list[Any]:
@@ -102,14 +110,20 @@ class World:
 
 
 def make_world(
-    folder: Path, customers: int = 300, batch_size: int = 50, state_url: str | None = None
+    folder: Path,
+    customers: int = 300,
+    batch_size: int = 50,
+    state_url: str | None = None,
+    extra_config: str = "",
 ) -> World:
+    """The demo warehouse and config; ``extra_config`` is TOML appended to the config (e.g. a
+    CRM destination)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_sqlite_demo(folder / "warehouse.db", DemoSpec(customers=customers, seed=5, as_of=AS_OF))
     text = app.demo_config_text()
     if state_url is not None:
         text = text.replace('url = "sqlite:///personasync-state.db"', f'url = "{state_url}"')
-    (folder / "personasync.toml").write_text(text, encoding="utf-8")
+    (folder / "personasync.toml").write_text(text + extra_config, encoding="utf-8")
     config = load_config(folder / "personasync.toml")
     return World(
         folder,

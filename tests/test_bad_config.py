@@ -280,7 +280,7 @@ CASES: list[Case] = [
     Case(
         "missing-destination-type",
         "destinations[0]",
-        "missing key 'type' (one of: attentive, file, klaviyo, mailchimp)",
+        "missing key 'type' (one of: attentive, file, hubspot, klaviyo, mailchimp, salesforce)",
         swap('type = "file"\nname = "email_outbox"', 'name = "email_outbox"'),
     ),
     # --- ${VAR} interpolation: names the variable, never repeats a value ----------------

@@ -21,19 +21,24 @@ from pathlib import Path
 import pytest
 import responses
 
-from connectors.destinations import attentive, klaviyo, mailchimp
+from connectors.destinations import attentive, hubspot, klaviyo, mailchimp, salesforce
 from connectors.destinations.file import FileDestination
 from connectors.http import RetryPolicy
 from sync.changes import Change, ChangeKind
 from sync.ports import ChangeResult, Destination, DestinationError, Outcome
 from tests.fakes.attentive import AttentiveModel
+from tests.fakes.hubspot import HubSpotModel
 from tests.fakes.klaviyo import KlaviyoModel
 from tests.fakes.mailchimp import MailchimpFake
+from tests.fakes.salesforce import SalesforceModel
 from tests.fakes.sleeps import Sleeps
 
 MAILCHIMP_KEY = "5ec12e7c0ffee5ec12e7c0ffee5ec12e-us6"
 KLAVIYO_KEY = "pk_5ec12e7c0ffee5ec12e7c0ffee5ec12e"
 ATTENTIVE_TOKEN = "atn_5ec12e7c0ffee5ec12e7c0ffee5ec12e"
+HUBSPOT_TOKEN = "pat-na1-5ec12e7c-0ffe-e5ec-12e7-c0ffee5ec12e"
+SALESFORCE_REFRESH = "5Aep8_5ec12e7c0ffee5ec12e7c0ffee5ec12e"
+SALESFORCE_CLIENT = "3MVG9_5ec12e7c0ffee5ec12e7c0ffee"
 BATCH = 12  # above Klaviyo's one-by-one threshold, so its bulk job path is the one tested
 
 
@@ -135,6 +140,62 @@ def attentive_harness(tmp_path: Path, rsps: responses.RequestsMock, sleeps: Slee
     )
 
 
+def hubspot_harness(tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps) -> Harness:
+    account = HubSpotModel(HUBSPOT_TOKEN)
+    account.attach(rsps)
+    account.add_property("personasync_personas", ["persona:champion"])
+    account.add_subscription(7, "Newsletter")
+    settings = hubspot.HubSpotSettings(tags=("persona:champion",), subscription_id="7")
+
+    def build(token: str) -> Destination:
+        return hubspot.build(
+            "hubspot", token, settings, timeout=(1, 5), policy=RetryPolicy(max_attempts=3),
+            sleep=sleeps, clock=sleeps.clock,
+        )  # fmt: skip
+
+    return Harness(
+        build(HUBSPOT_TOKEN),
+        addresses("email"),
+        lambda: (account.tags(), account.unsubscribed(7)),
+        lambda email: account.faults.reject.__setitem__(email, "Email address is on a block list"),
+        lambda: build(HUBSPOT_TOKEN.replace("5ec", "bad")),
+        HUBSPOT_TOKEN,
+    )
+
+
+def salesforce_harness(tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps) -> Harness:
+    org = SalesforceModel(SALESFORCE_CLIENT, SALESFORCE_REFRESH)
+    org.add_external_id("Contact", "Warehouse_Id__c")
+    org.add_picklist("Contact", "Persona_Tags__c", ["persona:champion"])
+    org.attach(rsps)
+    emails = addresses("crm")
+    for key, email in enumerate(emails):
+        org.add_record("Contact", Warehouse_Id__c=str(key), LastName="Doe", Email=email)
+
+    def build(refresh_token: str) -> Destination:
+        oauth = salesforce.OAuthSettings(SALESFORCE_CLIENT, refresh_token)
+        settings = salesforce.SalesforceSettings(tags=("persona:champion",))
+        return salesforce.build(
+            "salesforce", oauth, settings, timeout=(1, 5), policy=RetryPolicy(max_attempts=3),
+            sleep=sleeps, clock=sleeps.clock,
+        )  # fmt: skip
+
+    def refuse(email: str) -> None:
+        org.faults.reject[str(emails.index(email))] = (
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "Region is required",
+        )
+
+    return Harness(
+        build(SALESFORCE_REFRESH),
+        emails,
+        lambda: (org.tags(), org.opted_out()),
+        refuse,
+        lambda: build(SALESFORCE_REFRESH.replace("5ec", "bad")),
+        SALESFORCE_REFRESH,
+    )
+
+
 HARNESSES = {
     "file-email": file_harness("email"),
     "file-sms": file_harness("sms"),
@@ -142,6 +203,8 @@ HARNESSES = {
     "klaviyo-email": klaviyo_harness("email"),
     "klaviyo-sms": klaviyo_harness("sms"),
     "attentive": attentive_harness,
+    "hubspot": hubspot_harness,
+    "salesforce": salesforce_harness,
 }
 
 

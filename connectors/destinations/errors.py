@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from connectors.http import ApiError, AuthError
+from connectors.http import ApiError, AuthError, QuotaExhausted
 from sync.ports import DestinationError
 
 
@@ -20,5 +20,10 @@ def unusable_on(name: str, vendor: str, auth_hint: str = "") -> Iterator[None]:
         yield
     except AuthError as exc:
         raise DestinationError(f"{name}: {vendor} refused the API key{auth_hint} ({exc})") from None
+    except QuotaExhausted as exc:
+        raise DestinationError(
+            f"{name}: {vendor}'s API quota is used up; stopped this destination instead of retrying "
+            f"(the rest is sent on the next run once the quota resets) ({exc})"
+        ) from None
     except ApiError as exc:
         raise DestinationError(f"{name}: {exc}") from None

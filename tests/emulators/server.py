@@ -8,10 +8,13 @@ buckets) talks to it as it would to the vendor:
 - the model is called under :attr:`Emulator.lock` (models are not thread-safe);
   ``latency`` is slept outside the lock, before the answer is written, so concurrent
   connections wait in parallel as they would on a network;
-- vendor rate limits are fixed windows per endpoint group (:class:`Limit`; the first
-  group whose pattern matches the path counts the request). Over a limit: 429 with a
-  JSON:API error body and ``Retry-After`` (whole seconds until the window that refused
-  resets, so ``1`` for a per-second window), counted in :attr:`Emulator.throttled`. A
+- vendor rate limits are windows per endpoint group (:class:`Limit`; the first group
+  whose pattern matches the path counts the request): fixed windows counted from the
+  emulator's start, or rolling ones (the last N seconds, as HubSpot's
+  ``TEN_SECONDLY_ROLLING`` policy) when the group says ``rolling``. Over a limit: the
+  emulator's ``throttled`` reply, by default a 429 with a JSON:API error body and
+  ``Retry-After`` (whole seconds until the window that refused resets, so ``1`` for a
+  per-second window; :func:`throttled_reply`), counted in :attr:`Emulator.throttled`. A
   refused request never reaches the model and does not use up quota;
 - a transport fault the model raises as ``requests`` would (``ConnectionError``,
   ``Timeout``) becomes a connection closed without an answer. For a timeout the model has
@@ -36,6 +39,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -53,47 +57,73 @@ JSON_API = "application/vnd.api+json"
 
 @dataclass(frozen=True)
 class Limit:
-    """Requests whose path matches ``pattern`` (``re.search``) share one group's fixed
-    windows: ``per_second`` in each 1-second window, ``per_minute`` in each 60-second one,
-    both counted from the emulator's start."""
+    """Requests whose path matches ``pattern`` (``re.search``) share one group's windows:
+    ``per_second`` in each 1-second window, ``per_ten_seconds`` in each 10-second one,
+    ``per_minute`` in each 60-second one. The windows are fixed and counted from the
+    emulator's start, or with ``rolling`` they are the last 1, 10 or 60 seconds before
+    each request (stricter: no double burst across a window boundary)."""
 
     name: str
     pattern: str
     per_second: int | None = None
     per_minute: int | None = None
+    per_ten_seconds: int | None = None
+    rolling: bool = False
 
     def windows(self) -> list[tuple[float, int]]:
         """(window seconds, requests allowed in it) for each window this group has."""
-        sizes = ((1.0, self.per_second), (60.0, self.per_minute))
+        sizes = ((1.0, self.per_second), (10.0, self.per_ten_seconds), (60.0, self.per_minute))
         return [(size, allowed) for size, allowed in sizes if allowed is not None]
 
 
 class FixedWindows:
-    """Fixed-window counters per (group, window size). Not thread-safe: the caller locks."""
+    """Window counters per (group, window size): fixed windows, or rolling ones for a
+    ``rolling`` group. Not thread-safe: the caller locks."""
 
     def __init__(self, limits: Iterable[Limit], start: float) -> None:
         self._limits = [(limit, re.compile(limit.pattern)) for limit in limits]
         self._start = start
         self._counts: dict[tuple[str, float], tuple[int, int]] = {}  # -> (window index, count)
+        self._recent: dict[tuple[str, float], deque[float]] = {}  # rolling: admission times
 
     def admit(self, path: str, now: float) -> tuple[str, float] | None:
         """Count the request and return None, or refuse it: (group, seconds until the window
-        that refused resets)."""
+        that refused lets a request through again)."""
         limit = next((limit for limit, pattern in self._limits if pattern.search(path)), None)
         if limit is None:
             return None
-        elapsed = now - self._start
-        counted = []
-        for size, allowed in limit.windows():
-            index = int(elapsed // size)
-            seen, count = self._counts.get((limit.name, size), (index, 0))
-            count = count if seen == index else 0
-            if count >= allowed:
-                return limit.name, (index + 1) * size - elapsed
-            counted.append(((limit.name, size), index, count + 1))
-        for key, index, count in counted:
-            self._counts[key] = (index, count)
+        windows = limit.windows()
+        for size, allowed in windows:
+            if self._used(limit, size, now) >= allowed:
+                return limit.name, self._reset(limit, size, now)
+        for size, _ in windows:
+            self._count(limit, size, now)
         return None
+
+    def _used(self, limit: Limit, size: float, now: float) -> int:
+        key = (limit.name, size)
+        if limit.rolling:
+            recent = self._recent.setdefault(key, deque())
+            while recent and recent[0] <= now - size:
+                recent.popleft()
+            return len(recent)
+        index = int((now - self._start) // size)
+        seen, count = self._counts.get(key, (index, 0))
+        return count if seen == index else 0
+
+    def _reset(self, limit: Limit, size: float, now: float) -> float:
+        if limit.rolling:
+            return self._recent[(limit.name, size)][0] + size - now
+        elapsed = now - self._start
+        return (int(elapsed // size) + 1) * size - elapsed
+
+    def _count(self, limit: Limit, size: float, now: float) -> None:
+        key = (limit.name, size)
+        if limit.rolling:
+            self._recent.setdefault(key, deque()).append(now)
+            return
+        index = int((now - self._start) // size)
+        self._counts[key] = (index, self._used(limit, size, now) + 1)
 
 
 def throttled_reply(group: str, reset: float) -> Reply:
@@ -115,7 +145,9 @@ def throttled_reply(group: str, reset: float) -> Reply:
 
 class Emulator:
     """``with Emulator(model.handle, latency=0.05, limits=[...]) as api:`` then point a
-    client at ``api.url``. Counters: :attr:`requests` (every request received),
+    client at ``api.url``. ``throttled(group, seconds until the window resets)`` builds
+    the answer to a request over a limit (default :func:`throttled_reply`; pass the
+    vendor's own shape). Counters: :attr:`requests` (every request received),
     :attr:`throttled` (429s from the windows, also per group in :attr:`throttled_by`),
     :attr:`dropped` (connections closed without an answer)."""
 
@@ -126,10 +158,12 @@ class Emulator:
         latency: float = 0.0,
         limits: Iterable[Limit] = (),
         max_seconds: float = 120.0,
+        throttled: Callable[[str, float], Reply] = throttled_reply,
     ) -> None:
         self.handle = handle
         self.latency = latency
         self.limits = tuple(limits)
+        self.throttled_answer = throttled
         self.max_seconds = max_seconds
         self.lock = threading.Lock()  # held while the model answers; take it to read or reset the model
         self.requests = 0
@@ -214,7 +248,7 @@ class Emulator:
                 group, reset = refused
                 self.throttled += 1
                 self.throttled_by[group] = self.throttled_by.get(group, 0) + 1
-                reply = throttled_reply(group, reset)
+                reply = self.throttled_answer(group, reset)
             else:
                 try:
                     reply = self.handle(method, url, headers, body)
