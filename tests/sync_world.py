@@ -82,6 +82,12 @@ class World:
                     suppressed.add(who)
         return tagged, suppressed
 
+    def failure_reasons(self, run_id: int | None, by_key: bool = False) -> dict[str, str]:
+        """A run's failed records: address (or key) -> the destination's reason."""
+        details = app.run_details(self.config, run_id or 0, failure_limit=1000)
+        assert details is not None
+        return {(f.key if by_key else f.address): f.reason or "" for f in details.failures}
+
     def ledger_rows(self, name: str) -> list[Any]:
         engine = self.state_engine()
         try:

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from connectors.destinations import hubspot
 from connectors.http import RetryPolicy
-from sync import app
 from sync.cli import cli
 from sync.destinations import destination_tags
 from sync.exit_codes import ExitCode
@@ -83,12 +82,6 @@ def our_tags(account: HubSpotModel) -> dict[str, frozenset[str]]:
     return {e: t - {"partner_program"} for e, t in account.tags().items() if t - {"partner_program"}}
 
 
-def failures(world: World, run_id: int | None) -> dict[str, str]:
-    details = app.run_details(world.config, run_id or 0, failure_limit=1000)
-    assert details is not None
-    return {f.address: f.reason or "" for f in details.failures}
-
-
 def test_tags_and_unsubscribes_land_and_a_rerun_writes_nothing(
     tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,7 +144,7 @@ def test_contacts_hubspot_refuses_are_reported_with_its_reason_and_the_rest_appl
     account.faults.reject[refused_unsubscribe] = "Contact is in a GDPR deletion request"
     summary = world.sync(allow_large_changes=True)
     assert summary.exit_code is ExitCode.RECORD_FAILURES
-    reasons = failures(world, summary.run_id)
+    reasons = world.failure_reasons(summary.run_id)
     assert "block list" in reasons[refused_tag] and "GDPR deletion" in reasons[refused_unsubscribe]
     assert our_tags(account) == {e: t for e, t in tagged.items() if e != refused_tag}
     assert account.unsubscribed(SUBSCRIPTION) == suppressed - {refused_unsubscribe}

@@ -12,7 +12,6 @@ import responses
 
 from connectors.destinations import klaviyo
 from connectors.http import RetryPolicy
-from sync import app
 from sync.exit_codes import ExitCode
 from tests.fakes.klaviyo import JSON_API, KlaviyoModel
 from tests.fakes.sleeps import Sleeps
@@ -58,12 +57,6 @@ def email_tags(account: KlaviyoModel) -> dict[str, frozenset[str]]:
 
 def phone_tags(account: KlaviyoModel) -> dict[str, frozenset[str]]:
     return {p: t for p, t in account.tagged(identifier="phone_number").items() if p}
-
-
-def failures(world: World, run_id: int | None) -> dict[str, str]:
-    details = app.run_details(world.config, run_id or 0, failure_limit=1000)
-    assert details is not None
-    return {f.address: f.reason or "" for f in details.failures}
 
 
 def test_tags_and_suppressions_land_on_both_channels_and_a_rerun_writes_nothing(
@@ -155,7 +148,7 @@ def test_rows_klaviyo_refuses_are_reported_with_its_reason_and_the_rest_applied(
         account.faults.reject[address] = ("invalid", f"Profile {address} is blocked by a data-sharing rule.")
     summary = world.sync(allow_large_changes=True)
     assert summary.exit_code is ExitCode.RECORD_FAILURES
-    reasons = failures(world, summary.run_id)
+    reasons = world.failure_reasons(summary.run_id)
     assert set(reasons) == set(refused)
     assert all("data-sharing rule" in reasons[a] for a in refused)
     assert email_tags(account) == {a: t for a, t in tagged.items() if a not in refused}
@@ -173,7 +166,7 @@ def test_import_errors_are_read_across_pages(
     refused = sorted(tagged)[:130]  # more than one 100-error page
     account.faults.reject.update({a: ("invalid", "refused") for a in refused})
     summary = world.sync(allow_large_changes=True)
-    assert set(failures(world, summary.run_id)) == set(refused)
+    assert set(world.failure_reasons(summary.run_id)) == set(refused)
     assert sum(1 for _, p in account.calls if p.endswith("/import-errors")) == 2
 
 
@@ -197,7 +190,7 @@ def test_a_job_stuck_in_the_queue_leaves_its_records_open_and_the_next_run_finis
     account.faults.stuck = True
     summary = world.sync(allow_large_changes=True)
     assert summary.exit_code is ExitCode.RECORD_FAILURES
-    reasons = failures(world, summary.run_id)
+    reasons = world.failure_reasons(summary.run_id)
     assert reasons and all("still" in r and "after" in r for r in reasons.values())
     assert sum(s for s in sleeps.seconds) < 3 * 2 * 130  # each stuck queue waited out once, not per round
     assert all(not r.tags for r in world.ledger_rows("email_outbox"))

@@ -12,7 +12,6 @@ import responses
 
 from connectors.destinations import salesforce
 from connectors.http import RetryPolicy
-from sync import app
 from sync.exit_codes import ExitCode
 from sync.ports import DestinationError, SetupStatus
 from tests.fakes.salesforce import SalesforceModel
@@ -81,12 +80,6 @@ def our_tags(org: SalesforceModel) -> dict[str, frozenset[str]]:
     return {k: t - {"Partner"} for k, t in org.tags().items() if t - {"Partner"}}
 
 
-def failures(world: World, run_id: int | None) -> dict[str, str]:
-    details = app.run_details(world.config, run_id or 0, failure_limit=1000)
-    assert details is not None
-    return {f.key: f.reason or "" for f in details.failures}
-
-
 def test_tags_and_opt_outs_land_on_the_records_and_a_rerun_writes_nothing(
     tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps
 ) -> None:
@@ -151,7 +144,7 @@ def test_records_salesforce_does_not_have_or_refuses_are_reported_per_record_nev
     records = len(org.records["Contact"])
     summary = world.sync(allow_large_changes=True)
     assert summary.exit_code is ExitCode.RECORD_FAILURES
-    reasons = failures(world, summary.run_id)
+    reasons = world.failure_reasons(summary.run_id, by_key=True)
     assert "FIELD_CUSTOM_VALIDATION_EXCEPTION: Region must be set" in reasons[refused]
     for key in absent:
         if key in tagged:

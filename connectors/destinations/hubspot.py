@@ -45,7 +45,7 @@ from typing import Any, Final
 
 import requests
 
-from connectors.destinations.errors import unusable_on
+from connectors.destinations.errors import apply_batch, unusable_on
 from connectors.http import (
     ApiClient,
     PermanentError,
@@ -259,17 +259,10 @@ class HubSpotDestination:
 
     # --- apply -------------------------------------------------------------------------------
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
-        before = self.requests_sent
-        with unusable_on(self.name, "HubSpot"):
-            try:
-                results = self._unsubscribe(batch) if kind is ChangeKind.SUPPRESS else self._tags(kind, batch)
-            except (UnknownOutcome, RetriesExhausted) as exc:
-                results = [ChangeResult(c, Outcome.RETRYABLE, str(exc)) for c in batch]
-            except PermanentError as exc:
-                if len(batch) > 1:
-                    return BatchResult(batch_error=str(exc), requests=self.requests_sent - before)
-                results = [ChangeResult(batch[0], Outcome.PERMANENT, str(exc))]
-        return BatchResult(results, requests=self.requests_sent - before)
+        def send() -> list[ChangeResult]:
+            return self._unsubscribe(batch) if kind is ChangeKind.SUPPRESS else self._tags(kind, batch)
+
+        return apply_batch(self.name, "HubSpot", batch, send, lambda: self.requests_sent)
 
     def _tags(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:
         by_email: dict[str, list[Change]] = {}

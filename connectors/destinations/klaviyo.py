@@ -42,13 +42,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors.destinations.errors import unusable_on
+from connectors.destinations.errors import apply_batch, unusable_on
 from connectors.http import (
     ApiClient,
     ApiError,
     PermanentError,
     RetryPolicy,
-    UnknownOutcome,
     window_rate,
 )
 from sync.changes import Change, ChangeKind
@@ -145,22 +144,14 @@ class KlaviyoDestination:
 
     # --- apply -------------------------------------------------------------------------------
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
-        before = self.requests_sent
-        with unusable_on(self.name, "Klaviyo"):
-            try:
-                if kind is ChangeKind.SUPPRESS and self._settings.channel == "sms":
-                    results = self._unsubscribe_sms(batch)
-                elif kind in (ChangeKind.SUPPRESS, ChangeKind.UNSUPPRESS):
-                    results = self._suppression_job(kind, batch)
-                else:
-                    results = self._tags(kind, batch)
-            except UnknownOutcome as exc:  # may have been applied: resent next round, an upsert
-                results = [ChangeResult(c, Outcome.RETRYABLE, str(exc)) for c in batch]
-            except PermanentError as exc:
-                if len(batch) > 1:
-                    return BatchResult(batch_error=str(exc), requests=self.requests_sent - before)
-                results = [ChangeResult(batch[0], Outcome.PERMANENT, _reason(exc))]
-        return BatchResult(results, requests=self.requests_sent - before)
+        def send() -> list[ChangeResult]:
+            if kind is ChangeKind.SUPPRESS and self._settings.channel == "sms":
+                return self._unsubscribe_sms(batch)
+            if kind in (ChangeKind.SUPPRESS, ChangeKind.UNSUPPRESS):
+                return self._suppression_job(kind, batch)
+            return self._tags(kind, batch)
+
+        return apply_batch(self.name, "Klaviyo", batch, send, lambda: self.requests_sent, _reason)
 
     # --- tags --------------------------------------------------------------------------------
     def _tags(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:

@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
-from connectors.destinations.errors import unusable_on
+from connectors.destinations.errors import apply_batch
 from connectors.http import ApiClient, ApiError, AuthError, PermanentError, RetryPolicy
 from sync.changes import Change, ChangeKind
 from sync.ports import BatchResult, Capabilities, ChangeResult, DestinationError, Outcome
@@ -90,18 +90,12 @@ class MailchimpDestination:
             raise DestinationError(f"{self.name}: {exc}") from None
 
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
-        before = self._client.requests_sent
-        with unusable_on(self.name, "Mailchimp"):
-            try:
-                if kind is ChangeKind.SUPPRESS:
-                    results = [self._unsubscribe(change) for change in batch]
-                else:
-                    results = self._tags(kind, batch)
-            except PermanentError as exc:
-                if len(batch) == 1:
-                    raise
-                return BatchResult(batch_error=str(exc), requests=self._client.requests_sent - before)
-        return BatchResult(results, requests=self._client.requests_sent - before)
+        def send() -> list[ChangeResult]:
+            if kind is ChangeKind.SUPPRESS:
+                return [self._unsubscribe(change) for change in batch]
+            return self._tags(kind, batch)
+
+        return apply_batch(self.name, "Mailchimp", batch, send, lambda: self._client.requests_sent)
 
     # --- tags ------------------------------------------------------------------------------
     def _tags(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:

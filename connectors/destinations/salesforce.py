@@ -45,14 +45,12 @@ from typing import Any, Final
 
 import requests
 
-from connectors.destinations.errors import unusable_on
+from connectors.destinations.errors import apply_batch, unusable_on
 from connectors.http import (
     ApiClient,
     AuthError,
     PermanentError,
-    RetriesExhausted,
     RetryPolicy,
-    UnknownOutcome,
 )
 from sync.changes import Change, ChangeKind
 from sync.ports import (
@@ -67,6 +65,7 @@ from sync.ports import (
 
 LOGIN_URL: Final = "https://login.salesforce.com"  # sandboxes: https://test.salesforce.com
 API_VERSION: Final = "v60.0"
+AUTH_HINT: Final = " (client id, secret or refresh token)"
 MAX_RECORDS: Final = 200  # sObject Collections
 OPT_OUT_FIELD: Final = "HasOptedOutOfEmail"
 LIMIT_WARNING_SHARE: Final = 0.9
@@ -187,7 +186,7 @@ class SalesforceDestination:
         """Salesforce fields are created through the Metadata API or by an admin, so setup
         only reports: each missing piece comes with the exact change to make."""
         settings = self._settings
-        with unusable_on(self.name, "Salesforce", auth_hint=" (client id, secret or refresh token)"):
+        with unusable_on(self.name, "Salesforce", auth_hint=AUTH_HINT):
             try:
                 describe = self._call("GET", f"{self._data}/sobjects/{settings.sobject}/describe")
             except PermanentError:
@@ -255,17 +254,12 @@ class SalesforceDestination:
 
     # --- apply -------------------------------------------------------------------------------
     def apply(self, kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
-        before = self.requests_sent
-        with unusable_on(self.name, "Salesforce", auth_hint=" (client id, secret or refresh token)"):
-            try:
-                results = self._write(kind, batch)
-            except (UnknownOutcome, RetriesExhausted) as exc:
-                results = [ChangeResult(c, Outcome.RETRYABLE, str(exc)) for c in batch]
-            except PermanentError as exc:
-                if len(batch) > 1:
-                    return BatchResult(batch_error=str(exc), requests=self.requests_sent - before)
-                results = [ChangeResult(batch[0], Outcome.PERMANENT, str(exc))]
-        return BatchResult(results, requests=self.requests_sent - before)
+        def send() -> list[ChangeResult]:
+            return self._write(kind, batch)
+
+        return apply_batch(
+            self.name, "Salesforce", batch, send, lambda: self.requests_sent, auth_hint=AUTH_HINT
+        )
 
     def _write(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:
         settings = self._settings
