@@ -46,6 +46,7 @@ from typing import Any, Final
 import requests
 
 from connectors.destinations.errors import apply_batch, unusable_on
+from connectors.destinations.multivalue import split_values, with_tags
 from connectors.http import (
     ApiClient,
     PermanentError,
@@ -104,7 +105,7 @@ class _Contact:
     properties: Mapping[str, Any]
 
     def values(self, prop: str) -> list[str]:
-        return [v for v in str(self.properties.get(prop) or "").split(";") if v]
+        return split_values(self.properties.get(prop))
 
 
 class HubSpotDestination:
@@ -315,10 +316,7 @@ class HubSpotDestination:
         prop = self._settings.tag_property
         current = contact.values(prop) if contact else []
         tags = [c.tag for c in changes if c.tag is not None]
-        if kind is ChangeKind.ADD_TAG:
-            wanted = current + [t for t in tags if t not in current]
-        else:
-            wanted = [v for v in current if v not in tags]
+        wanted = with_tags(kind, current, tags)
         properties = {prop: ";".join(wanted)} if wanted != current or contact is None else {}
         primary = self._settings.primary_values
         held = str(contact.properties.get(PRIMARY_PROPERTY) or "") if contact else ""

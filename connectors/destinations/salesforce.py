@@ -46,6 +46,7 @@ from typing import Any, Final
 import requests
 
 from connectors.destinations.errors import apply_batch, unusable_on
+from connectors.destinations.multivalue import split_values, with_tags
 from connectors.http import (
     ApiClient,
     AuthError,
@@ -303,12 +304,8 @@ class SalesforceDestination:
         if kind is ChangeKind.SUPPRESS:
             return {} if record.get(OPT_OUT_FIELD) is True else {OPT_OUT_FIELD: True}
         name = self._settings.tag_field
-        held = [v for v in str(record.get(name) or "").split(";") if v]
-        tags = [c.tag for c in changes if c.tag is not None]
-        if kind is ChangeKind.ADD_TAG:
-            wanted = held + [t for t in tags if t not in held]
-        else:
-            wanted = [v for v in held if v not in tags]  # values we do not own stay
+        held = split_values(record.get(name))
+        wanted = with_tags(kind, held, [c.tag for c in changes if c.tag is not None])
         return {name: ";".join(wanted) or None} if wanted != held else {}
 
     def _current(self, keys: list[str]) -> dict[str, dict[str, Any]]:
