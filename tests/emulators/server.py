@@ -171,6 +171,9 @@ class Emulator:
         self.throttled_by: dict[str, int] = {}
         self.dropped = 0
         self.expired = False  # shut down by max_seconds rather than by the caller
+        # called under the lock after the model has answered and before the answer is written:
+        # a crash test kills its client here, between the vendor's work and our record of it
+        self.on_answered: Callable[[], None] | None = None
         self._windows = FixedWindows(self.limits, time.monotonic())
         self._server: _Server | None = None
         self._address: tuple[str, int] | None = None
@@ -255,6 +258,8 @@ class Emulator:
                 except (requests.ConnectionError, requests.Timeout):
                     self.dropped += 1
                     reply = None
+                if self.on_answered is not None:
+                    self.on_answered()
         if self.latency > 0:
             time.sleep(self.latency)
         return reply
