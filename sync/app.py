@@ -44,6 +44,7 @@ from personas.resolve import (
 from sync.apply import Progress
 from sync.config import (
     AppConfig,
+    DestinationConfig,
     FileDestinationConfig,
     database_url,
     display_url,
@@ -271,11 +272,8 @@ class DestinationCheck:
 def check_destinations(config: AppConfig, names: Sequence[str] = ()) -> list[DestinationCheck]:
     """Run each destination's own check (all, or those named), reading only, never sending.
     Raises :class:`ResolveProblem` for an unknown name."""
-    targets_for(config, names)  # validates the names
     checks = []
-    for i, destination in enumerate(config.destinations):
-        if names and destination.name not in names:
-            continue
+    for i, destination in chosen_destinations(config, names):
         try:
             destination_for(destination, config.personas).check()
             problem = None
@@ -302,8 +300,7 @@ def setup_destination(config: AppConfig, name: str, dry_run: bool) -> Destinatio
     """Create what destination ``name`` needs in the vendor's account (or, with ``dry_run``,
     say what would be created). Raises :class:`ResolveProblem` for an unknown name or a
     type with nothing to set up, :class:`DestinationError` when the account cannot be read."""
-    targets_for(config, [name])  # validates the name
-    chosen = next(d for d in config.destinations if d.name == name)
+    [(_, chosen)] = chosen_destinations(config, [name])
     destination = destination_for(chosen, config.personas)
     if not isinstance(destination, SetsUp):
         raise ResolveProblem(
@@ -380,9 +377,9 @@ def demo_config_text() -> str:
 
 
 # --- sync ------------------------------------------------------------------------------------
-def targets_for(config: AppConfig, names: Sequence[str] = ()) -> list[Target]:
-    """The configured destinations taking part (all, or those named). Raises
-    :class:`ResolveProblem` for an unknown name."""
+def chosen_destinations(config: AppConfig, names: Sequence[str] = ()) -> list[tuple[int, DestinationConfig]]:
+    """The configured destinations taking part (all, or those named), with their position in
+    ``[[destinations]]``. Raises :class:`ResolveProblem` for an unknown name."""
     known = [d.name for d in config.destinations]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -391,14 +388,19 @@ def targets_for(config: AppConfig, names: Sequence[str] = ()) -> list[Target]:
         )
     if not config.destinations:
         raise ResolveProblem("destinations", "no destinations are configured; add a [[destinations]] entry")
-    chosen = [d for d in config.destinations if not names or d.name in names]
+    return [(i, d) for i, d in enumerate(config.destinations) if not names or d.name in names]
+
+
+def targets_for(config: AppConfig, names: Sequence[str] = ()) -> list[Target]:
+    """The configured destinations taking part (all, or those named), built. Raises
+    :class:`ResolveProblem` for an unknown name."""
     return [
         Target(
             destination_for(d, config.personas),
             DestinationSpec(d.name, d.channel, d.naming()),
             Limits(d.max_remove_percent, d.max_suppress_percent),
         )
-        for d in chosen
+        for _, d in chosen_destinations(config, names)
     ]
 
 

@@ -4,6 +4,7 @@ multiple-checkbox property, multi-status upserts, lists, subscription statuses, 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,18 @@ def test_a_missing_subscription_type_is_a_manual_step_with_the_exit_code_for_it(
     )
     assert result.exit_code == int(ExitCode.DESTINATION_FATAL)
     assert "manual    no email subscription type with id '1234'" in result.output
+
+
+def test_a_warning_is_logged_once_when_the_daily_limit_runs_low(
+    tmp_path: Path,
+    rsps: responses.RequestsMock,
+    sleeps: Sleeps,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world, account = hubspot_world(tmp_path, rsps, sleeps, monkeypatch)
+    account.daily_limit, account.daily_used = 1000, 970  # 3 % left, shared with every app
+    with caplog.at_level(logging.WARNING, logger="personasync"):
+        assert world.sync(allow_large_changes=True).exit_code is ExitCode.OK
+    warnings = [r.getMessage() for r in caplog.records if "daily API limit" in r.getMessage()]
+    assert len(warnings) == 1 and "of 1000 left" in warnings[0]

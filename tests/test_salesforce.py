@@ -248,3 +248,13 @@ def test_check_and_setup_name_the_exact_fix_for_a_missing_picklist_value(
 
 def test_keys_with_quotes_are_escaped_in_soql() -> None:
     assert salesforce.soql_string("o'brien\\x") == "'o\\'brien\\\\x'"
+
+
+def test_a_rotated_refresh_token_without_a_file_to_keep_it_is_called_out(
+    tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    world, org = salesforce_world(tmp_path, rsps, sleeps, rotate=True)
+    with caplog.at_level(logging.WARNING, logger="personasync"):
+        assert world.sync(allow_large_changes=True).exit_code is ExitCode.OK
+    assert any("set refresh_token_file" in r.getMessage() for r in caplog.records)
+    assert org.refresh_token not in caplog.text  # the new token itself is never logged

@@ -222,8 +222,7 @@ class HubSpotDestination:
 
     def _inspect_subscription(self, subscription_id: str) -> SetupStep:
         answer = self._client.request("GET", "/communication-preferences/v4/definitions").json()
-        definitions = answer.get("results") or answer.get("subscriptionDefinitions") or []
-        if not any(str(d.get("id")) == subscription_id for d in definitions):
+        if not any(str(d.get("id")) == subscription_id for d in answer.get("results", [])):
             return SetupStep(
                 SetupStatus.MANUAL,
                 f"no email subscription type with id {subscription_id!r} "
@@ -426,7 +425,7 @@ class HubSpotDestination:
         done = {
             str(r.get("subscriberIdString", "")).lower()
             for r in answer.get("results", [])
-            if r.get("status", r.get("statusState")) == "UNSUBSCRIBED"
+            if r.get("status") == "UNSUBSCRIBED"
         }
         refused = {
             e.lower(): _error_text(error) for error in answer.get("errors", []) for e in _error_ids(error)

@@ -39,7 +39,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -105,8 +105,6 @@ class _Session:
     make_client: Callable[[str, str], ApiClient]  # (instance URL, access token) -> client
     refresh_token: str = ""
     client: ApiClient | None = None
-    refreshes: int = 0
-    secrets: list[str] = field(default_factory=list)
 
     def refresh(self) -> ApiClient:
         form = {"grant_type": "refresh_token", "client_id": self.oauth.client_id}
@@ -117,16 +115,14 @@ class _Session:
             answer = self.token_client.request("POST", self.oauth.token_url, form=form).json()
         except PermanentError as exc:  # 400 invalid_grant / invalid_client_id
             raise AuthError(f"the OAuth token request was refused: {exc}", exc.classified) from None
-        self.refreshes += 1
         token, instance = str(answer["access_token"]), str(answer["instance_url"]).rstrip("/")
         rotated = answer.get("refresh_token")
         if rotated and rotated != form["refresh_token"]:
             self.refresh_token = str(rotated)
             self._keep(self.refresh_token)
-        self.secrets = [token, self.refresh_token]
         if self.client is None or not self.client.base_url.startswith(instance):
             self.client = self.make_client(instance, token)
-        self.client.authorize({"Authorization": f"Bearer {token}"}, self.secrets)
+        self.client.authorize({"Authorization": f"Bearer {token}"}, [token, self.refresh_token])
         return self.client
 
     def _keep(self, refresh_token: str) -> None:
