@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar
 
+from sqlalchemy.engine import Connection
+
 from sync.changes import Change, ChangeKind
 from sync.ledger import Ledger, RecordOutcome, Status
 from sync.ports import ChangeResult, Destination, DestinationError, Outcome
@@ -43,6 +45,8 @@ class NoProgress:
 
 class Heartbeat(Protocol):
     def heartbeat(self) -> None: ...
+
+    def confirm(self, conn: Connection) -> None: ...
 
 
 @dataclass
@@ -123,7 +127,7 @@ class Applier:
         outcomes: list[RecordOutcome] = []
         todo = list(batch)
         if kind in destination.capabilities.at_most_once:
-            self._ledger.record_intents(self._run_id, destination.name, todo)
+            self._ledger.record_intents(self._run_id, destination.name, todo, guard=self._lock.confirm)
         last: list[ChangeResult] = []
         for round_number in range(1, ROUNDS + 1):
             last = []

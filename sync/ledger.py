@@ -16,7 +16,7 @@ every intent a dead run left behind as sent, so it is never sent again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -186,10 +186,20 @@ class Ledger:
             _delete_intents(conn, destination, [o.change for o in outcomes])
             conn.execute(LEDGER_META.update().values(version=LEDGER_META.c.version + 1))
 
-    def record_intents(self, run_id: int, destination: str, changes: Sequence[Change]) -> None:
-        """Write down, before sending them, changes that must never be sent twice."""
+    def record_intents(
+        self,
+        run_id: int,
+        destination: str,
+        changes: Sequence[Change],
+        guard: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """Write down, before sending them, changes that must never be sent twice. ``guard``
+        runs in the same transaction first (the run lock's ``confirm``): if it raises, nothing
+        is written, so a run that has lost its lock cannot claim a send another run also plans."""
         at = now_text()
         with self._engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             conn.execute(
                 INTENTS.insert(),
                 [

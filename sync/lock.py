@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from sync.ledger import now_text
@@ -44,9 +44,23 @@ class LockHolder:
 class LockHeld(Exception):
     """Another run holds the lock."""
 
-    def __init__(self, holder: LockHolder) -> None:
+    def __init__(self, holder: LockHolder | None, message: str = "") -> None:
         self.holder = holder
-        super().__init__(f"another run holds the lock on the state store: {holder.describe()}")
+        described = holder.describe() if holder is not None else "a run that has since finished"
+        super().__init__(message or f"another run holds the lock on the state store: {described}")
+
+
+class LockLost(LockHeld):
+    """Another run took this run's lock over, judging it stale: this run must stop sending."""
+
+    def __init__(self, holder: LockHolder | None) -> None:
+        taker = holder.describe() if holder is not None else "a run that has since finished"
+        super().__init__(
+            holder,
+            f"this run's lock was taken over as stale by another run ({taker}); stopped after its "
+            "last recorded batch. Set [state] lock_timeout_minutes above the longest quiet spell "
+            "of a run (a long Retry-After or bulk job wait)",
+        )
 
 
 class RunLock:
@@ -57,12 +71,22 @@ class RunLock:
         self.owner = owner
 
     def heartbeat(self) -> None:
+        """Refresh the lock; raises :class:`LockLost` if another run has taken it over (this
+        run went quiet for longer than the lock timeout), so the two never send side by side."""
         with self._engine.begin() as conn:
-            conn.execute(
-                LOCKS.update()
-                .where(LOCKS.c.name == LOCK_NAME, LOCKS.c.owner == self.owner)
-                .values(heartbeat_at=now_text())
-            )
+            self.confirm(conn)
+
+    def confirm(self, conn: Connection) -> None:
+        """Refresh the lock inside ``conn``'s transaction, or raise :class:`LockLost` (rolling
+        back whatever the transaction wrote): a write guarded this way lands only while this
+        run still holds the lock, so a run that took the lock over sees it."""
+        updated = conn.execute(
+            LOCKS.update()
+            .where(LOCKS.c.name == LOCK_NAME, LOCKS.c.owner == self.owner)
+            .values(heartbeat_at=now_text())
+        )
+        if updated.rowcount == 0:
+            raise LockLost(_holder(conn))
 
     def release(self) -> None:
         with self._engine.begin() as conn:
@@ -113,7 +137,11 @@ def acquire(engine: Engine, stale_after: timedelta) -> RunLock:
 
 def current_holder(engine: Engine) -> LockHolder | None:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(LOCKS).where(LOCKS.c.name == LOCK_NAME)).mappings().one_or_none()
+        return _holder(conn)
+
+
+def _holder(conn: Connection) -> LockHolder | None:
+    row = conn.execute(sa.select(LOCKS).where(LOCKS.c.name == LOCK_NAME)).mappings().one_or_none()
     if row is None:
         return None
     return LockHolder(row["owner"], row["host"], row["pid"], row["started_at"], row["heartbeat_at"])

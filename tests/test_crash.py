@@ -1,14 +1,17 @@
-"""Crash at any point: `personasync sync` runs as a real process against HubSpot and Attentive
-emulators (real sockets) and is killed with SIGKILL at a point chosen by a seeded RNG, right
+"""Crash at any point: `personasync sync` runs as a real process against every vendor's
+emulator (real sockets) and is killed with SIGKILL at a point chosen by a seeded RNG, right
 after a vendor has done the work of a request and before the answer reaches us (the worst
-moment: the vendor has it, our ledger does not). A rerun must then finish the job:
+moment: the vendor has it, our ledger does not). Points fall in every vendor's traffic,
+including a Klaviyo job poll (the job is queued or done; we have not heard). A rerun must
+then finish the job:
 
 - each vendor ends holding exactly the desired state;
 - nothing whose repetition the person notices happened twice (an Attentive unsubscribe
   texts the person: one text each, ever) and nobody was ever subscribed;
 - the ledger never claims what a vendor does not hold, at the kill and after the rerun.
 
-The default run kills at a few points; ``-m slow`` kills at 20.
+The default run kills at 2 points (one of them a Klaviyo job poll); ``-m slow`` at 20,
+spread evenly over the vendors.
 """
 
 from __future__ import annotations
@@ -16,167 +19,103 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from sync.destinations import destination_tags
-from tests.emulators.hubspot import hubspot_emulator
-from tests.emulators.server import Emulator
-from tests.fakes.attentive import AttentiveModel
-from tests.fakes.hubspot import HubSpotModel
-from tests.fakes.memory_destination import MemoryDestination
-from tests.sync_world import AS_OF, World, make_world
+from tests.cli_vendors import (
+    CREDENTIALS,
+    Stage,
+    assert_exactly_desired,
+    assert_ledger_not_ahead,
+    run_sync,
+    stage,
+)
 
-HUBSPOT_TOKEN = "pat-na1-c4a5h000-0000-4000-8000-c4a5h0000000"
-ATTENTIVE_TOKEN = "atn_c4a5h0000000000000000000000000"
-SUBSCRIPTION = 77
 SEED = 20261122
-CUSTOMERS = 60
-DESTINATIONS = """
-[[destinations]]
-type = "hubspot"
-name = "hubspot"
-channel = "email"
-access_token = "${{CRASH_HUBSPOT_TOKEN}}"
-subscription_id = "{subscription}"
-base_url = "{hubspot}"
-max_suppress_percent = 100
-
-[[destinations]]
-type = "attentive"
-name = "attentive"
-channel = "sms"
-api_key = "${{CRASH_ATTENTIVE_TOKEN}}"
-base_url = "{attentive}/v1"
-tag_prefix = "persona_"
-max_suppress_percent = 100
-"""
+JOB_POLL = re.compile(r"-jobs/[^/]+/?$")  # GET of a Klaviyo bulk job's status
+KillPoint = tuple[str, int]  # (vendor, the n-th request it answers)
 
 
 @pytest.fixture(autouse=True)
-def tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The credentials, from the environment as in production (the child process inherits them)."""
-    monkeypatch.setenv("CRASH_HUBSPOT_TOKEN", HUBSPOT_TOKEN)
-    monkeypatch.setenv("CRASH_ATTENTIVE_TOKEN", ATTENTIVE_TOKEN)
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the environment, as in production (the child process inherits them)."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
 
 
-@dataclass
-class Vendors:
-    hubspot: HubSpotModel
-    attentive: AttentiveModel
-    emulators: tuple[Emulator, Emulator]
-
-    def answered(self) -> int:
-        return sum(e.requests for e in self.emulators)
-
-
-@contextmanager
-def vendors_and_world(folder: Path) -> Iterator[tuple[Vendors, World]]:
-    """Both emulators running, and a demo world whose config points at them; the vendors
-    know every contact the sync will tag."""
-    hubspot, attentive = HubSpotModel(HUBSPOT_TOKEN), AttentiveModel(ATTENTIVE_TOKEN)
-    with ExitStack() as stack:
-        hub = stack.enter_context(hubspot_emulator(hubspot, latency=0, enforce_limits=False, max_seconds=600))
-        att = stack.enter_context(Emulator(attentive.handle, max_seconds=600))
-        extra = DESTINATIONS.format(subscription=SUBSCRIPTION, hubspot=hub.url, attentive=att.url)
-        world = make_world(folder, customers=CUSTOMERS, extra_config=extra)
-        config_file = folder / "personasync.toml"
-        text = config_file.read_text().replace("lock_timeout_minutes = 120", "lock_timeout_minutes = 0.001")
-        config_file.write_text(text)  # a killed run's lock is stale at once (the timeout is tested elsewhere)
-        hubspot.add_subscription(SUBSCRIPTION, "Newsletter")
-        hubspot.add_property(
-            "personasync_personas",
-            list(destination_tags(world.config.destinations[-2], world.config.personas)),
-        )
-        world.destinations = {name: MemoryDestination(name, 50) for name in ("hubspot", "attentive")}
-        for phone in world.desired("attentive")[0]:
-            attentive.add(phone)
-        yield Vendors(hubspot, attentive, (hub, att)), world
+def traffic_of_a_clean_run(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    """Each vendor's requests (method, path), in order, in an uninterrupted run."""
+    with stage(folder) as scene:
+        run = run_sync(scene)
+        assert run.exit_code == 0, run.stderr
+        assert_exactly_desired(scene)
+        return {vendor.name: list(vendor.model.calls) for vendor in scene.vendors}
 
 
-def run_sync(folder: Path, vendors: Vendors, kill_after: int | None = None) -> int:
-    """``personasync sync`` as a process; with ``kill_after``, SIGKILLed right after the
-    vendors have answered that many requests (counted across both), before it hears back."""
-    command = [
-        sys.executable, "-m", "sync.cli_main", "sync", "--config", str(folder / "personasync.toml"),
-        "--destination", "hubspot", "--destination", "attentive", "--quiet", "--as-of", AS_OF.isoformat(),
-    ]  # fmt: skip
+def kill_points(traffic: dict[str, list[tuple[str, str]]], how_many: int) -> list[KillPoint]:
+    """``how_many`` points: one right after a Klaviyo job poll, the rest drawn from all traffic,
+    spread evenly over the vendors when there are enough of them."""
+    rng = random.Random(SEED)
+    polls = [
+        n
+        for n, (method, path) in enumerate(traffic["klaviyo"], 1)
+        if method == "GET" and JOB_POLL.search(path)
+    ]
+    points = {("klaviyo", rng.choice(polls))}
+    vendors = sorted(traffic)
+    for vendor in itertools.islice(itertools.cycle(vendors), how_many - 1):
+        free = [n for n in range(1, len(traffic[vendor]) + 1) if (vendor, n) not in points]
+        points.add((vendor, rng.choice(free)))
+    return sorted(points)
+
+
+def kill_at(scene: Stage, point: KillPoint, proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc`` right after the vendor of ``point`` has answered that many requests,
+    before the answer is written back."""
+    vendor_name, after = point
+    vendor = scene.vendor(vendor_name)
     counted = itertools.count(1)
     lock = threading.Lock()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def kill_at_the_point() -> None:
+    def maybe_kill() -> None:
         with lock:
-            if next(counted) == kill_after:
+            if next(counted) == after:
                 os.kill(proc.pid, signal.SIGKILL)
 
-    for emulator in vendors.emulators:
-        emulator.on_answered = kill_at_the_point if kill_after is not None else None
-    out, err = proc.communicate(timeout=300)
-    if proc.returncode not in (0, -signal.SIGKILL):
-        raise AssertionError(f"exit {proc.returncode}\n{out.decode()}\n{err.decode()}")
-    return proc.returncode
+    vendor.emulator.on_answered = maybe_kill
 
 
-def assert_ledger_not_ahead(world: World, vendors: Vendors) -> None:
-    held_tags = vendors.hubspot.tags()
-    unsubscribed = vendors.hubspot.unsubscribed(SUBSCRIPTION)
-    for row in world.ledger_rows("hubspot"):
-        assert row.tags <= held_tags.get(row.address, frozenset()), f"ledger ahead of HubSpot: {row.address}"
-        assert not row.suppressed or row.address in unsubscribed, f"ledger claims {row.address} unsubscribed"
-    sms_tags = vendors.attentive.tagged()
-    texted = vendors.attentive.unsubscribed()
-    for row in world.ledger_rows("attentive"):
-        assert row.tags <= sms_tags.get(row.address, frozenset()), f"ledger ahead of Attentive: {row.address}"
-        assert not row.suppressed or row.address in texted, f"ledger claims {row.address} unsubscribed"
-
-
-def assert_exactly_desired(world: World, vendors: Vendors) -> None:
-    tagged, suppressed = world.desired("hubspot")
-    assert vendors.hubspot.tags() == tagged
-    assert vendors.hubspot.unsubscribed(SUBSCRIPTION) == suppressed
-    sms_tagged, sms_suppressed = world.desired("attentive")
-    assert vendors.attentive.tagged() == sms_tagged
-    assert vendors.attentive.unsubscribe_texts() == dict.fromkeys(sms_suppressed, 1)  # one text each, ever
-    assert vendors.hubspot.violations == [] and vendors.attentive.violations == []
-
-
-def requests_in_a_clean_run(tmp_path: Path) -> int:
-    with vendors_and_world(tmp_path / "calibration") as (vendors, world):
-        assert run_sync(world.folder, vendors) == 0
-        assert_exactly_desired(world, vendors)
-        return vendors.answered()
-
-
-def kill_points(tmp_path: Path, how_many: int) -> list[int]:
-    total = requests_in_a_clean_run(tmp_path)
-    assert total > how_many
-    return sorted(random.Random(SEED).sample(range(1, total + 1), how_many))
-
-
-def crash_then_finish(folder: Path, kill_after: int) -> None:
-    with vendors_and_world(folder) as (vendors, world):
-        assert run_sync(folder, vendors, kill_after) == -signal.SIGKILL
-        assert_ledger_not_ahead(world, vendors)
-        assert run_sync(folder, vendors) == 0
-        assert_exactly_desired(world, vendors)
-        assert_ledger_not_ahead(world, vendors)
+def crash_then_finish(folder: Path, point: KillPoint) -> None:
+    with stage(folder) as scene:
+        killed = run_sync(scene, on_start=lambda proc: kill_at(scene, point, proc))
+        assert killed.exit_code == -signal.SIGKILL, f"not killed at {point}: exit {killed.exit_code}"
+        for vendor in scene.vendors:
+            vendor.emulator.on_answered = None
+        assert_ledger_not_ahead(scene)
+        rerun = run_sync(scene)
+        assert rerun.exit_code == 0, f"rerun after a kill at {point}: exit {rerun.exit_code}\n{rerun.stderr}"
+        assert_exactly_desired(scene)
+        assert_ledger_not_ahead(scene)
 
 
 def test_a_run_killed_at_seeded_points_is_finished_by_the_next_without_loss_or_repeat(tmp_path: Path) -> None:
-    for point in kill_points(tmp_path, 2):
-        crash_then_finish(tmp_path / f"kill-{point}", point)
+    traffic = traffic_of_a_clean_run(tmp_path / "calibration")
+    for point in kill_points(traffic, 2):
+        crash_then_finish(tmp_path / f"kill-{point[0]}-{point[1]}", point)
 
 
 @pytest.mark.slow
-def test_twenty_kill_points(tmp_path: Path) -> None:
-    for point in kill_points(tmp_path, 20):
-        crash_then_finish(tmp_path / f"kill-{point}", point)
+def test_twenty_kill_points_over_every_vendor(tmp_path: Path) -> None:
+    traffic = traffic_of_a_clean_run(tmp_path / "calibration")
+    points = kill_points(traffic, 20)
+    assert {vendor for vendor, _ in points} == set(traffic)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # the runs mostly wait on job polls: overlap them
+        done = [pool.submit(crash_then_finish, tmp_path / f"kill-{v}-{n}", (v, n)) for v, n in points]
+        for future in done:
+            future.result()

@@ -6,15 +6,17 @@ holds, what the run reports, what the state store records.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from sync import app
-from sync.changes import ChangeKind
+from sync.changes import Change, ChangeKind
 from sync.exit_codes import ExitCode
-from sync.lock import LockHeld, acquire, current_holder
+from sync.lock import LockHeld, LockLost, acquire, current_holder
+from sync.ports import BatchResult
 from sync.spool import PlanError
 from tests.fakes.memory_destination import Contact, Faults, MemoryDestination, SimulatedCrash
 from tests.sync_world import World, assert_in_sync, assert_ledger_not_ahead, make_world
@@ -222,6 +224,31 @@ def test_a_second_run_is_refused_while_the_lock_is_held_and_a_stale_lock_is_take
         assert world.sync(allow_large_changes=True).exit_code is ExitCode.OK
         assert current_holder(engine) is None
         lock.release()  # the old holder's release must not remove anyone else's lock
+    finally:
+        engine.dispose()
+
+
+def test_a_run_whose_lock_was_taken_over_stops_after_recording_what_it_sent(world: World) -> None:
+    """Another run judged our lock stale (a lock timeout shorter than a long wait) and took it:
+    we record the batch we sent and stop before sending another, naming the new holder."""
+    sms = MemoryDestination("sms_outbox", 1, at_most_once=frozenset({ChangeKind.SUPPRESS}))
+    world.destinations = {"sms_outbox": sms}
+    engine = world.state_engine()
+    apply = sms.apply
+
+    def apply_then_lose_the_lock(kind: ChangeKind, batch: Sequence[Change]) -> BatchResult:
+        result = apply(kind, batch)
+        with engine.begin() as conn:  # what a run taking over a stale lock writes
+            conn.exec_driver_sql("UPDATE locks SET owner = 'another-run', pid = 4242, host = 'cron-2'")
+        return result
+
+    sms.apply = apply_then_lose_the_lock  # type: ignore[method-assign]
+    try:
+        with pytest.raises(LockLost, match=r"taken over.*pid 4242 on cron-2.*lock_timeout_minutes"):
+            world.sync(allow_large_changes=True)
+        assert sms.batches == 1  # nothing sent once the lock was gone
+        assert [row.address for row in world.ledger_rows("sms_outbox")] == list(sms.suppressed())
+        assert current_holder(engine) is not None and current_holder(engine).pid == 4242  # type: ignore[union-attr]
     finally:
         engine.dispose()
 
