@@ -20,6 +20,7 @@ client's redactor.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import importlib.metadata
 import json
@@ -301,6 +302,21 @@ def user_agent() -> str:
     return f"personasync/{version}"
 
 
+def _credential_values(headers: Mapping[str, str], auth: tuple[str, str] | None) -> list[str]:
+    """The strings a credential travels as, so the redactor masks them wherever a vendor
+    echoes them back (an error body quoting our request): the values of credential headers
+    and their token part, and for Basic auth the password and the encoded header."""
+    values = []
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered == "authorization" or "key" in lowered or "token" in lowered:
+            values += [value, value.rpartition(" ")[2]]
+    if auth is not None:
+        encoded = base64.b64encode(f"{auth[0]}:{auth[1]}".encode("latin-1")).decode()
+        values += [auth[1], encoded]
+    return values
+
+
 class ApiClient:
     """A vendor API at ``base_url``: pooled, rate limited, retried, redacted."""
 
@@ -329,7 +345,8 @@ class ApiClient:
         self._session.headers.update(
             {"User-Agent": user_agent(), "Accept": "application/json", **(headers or {})}
         )
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets: list[str] = []
+        self._add_secrets([*secrets, *_credential_values(headers or {}, auth)])
         self._timeout = timeout
         self._limiter = RateLimiter(requests_per_second, burst, sleep=sleep, clock=clock)
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
@@ -342,6 +359,10 @@ class ApiClient:
     def authorize(self, headers: Mapping[str, str], secrets: Iterable[str]) -> None:
         """Replace credential headers (a refreshed OAuth token); their values join the redactor."""
         self._session.headers.update(headers)
+        self._add_secrets([*secrets, *_credential_values(headers, None)])
+
+    def _add_secrets(self, secrets: Iterable[str]) -> None:
+        """Longest first, so a header value is masked whole before the key inside it."""
         self._secrets = sorted({*self._secrets, *(s for s in secrets if len(s) >= 4)}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:

@@ -72,6 +72,34 @@ def _key_text_postgresql(element: key_text, compiler: SQLCompiler, **kw: object)
     return compiler.process(sa.collate(sa.cast(argument, sa.String), "C"), **kw)
 
 
+class same_key(FunctionElement[bool]):
+    """``listed = key`` for a suppression source matched on the customer key.
+
+    SQLite compares values by storage class: in loosely typed tables the key 1 and the
+    listed '1' are different, and a do-not-contact entry would silently miss (fail open).
+    On SQLite the listed value is compared with the key as stored, as text and as a number;
+    an ``IN`` over one column keeps the suppression table's index usable. Typed warehouses
+    compare as they are (PostgreSQL refuses integer = text outright, which stops the run).
+    """
+
+    type = sa.Boolean()
+    name = "same_key"
+    inherit_cache = True
+
+
+@compiles(same_key)
+def _same_key_default(element: same_key, compiler: SQLCompiler, **kw: object) -> str:
+    listed, key = element.clauses
+    return compiler.process(listed == key, **kw)
+
+
+@compiles(same_key, "sqlite")
+def _same_key_sqlite(element: same_key, compiler: SQLCompiler, **kw: object) -> str:
+    listed, key = element.clauses
+    forms = [key, sa.cast(key, sa.Text), sa.cast(key, sa.Numeric)]
+    return compiler.process(listed.in_(forms), **kw)
+
+
 @dataclass(frozen=True)
 class ResolverQuery:
     """The statement and where each value sits in its rows."""
@@ -144,7 +172,7 @@ def build_resolver_query(
 
 def _key_match(suppression: SuppressionConfig, key: ColumnElement[object], i: int) -> ColumnElement[bool]:
     listed = from_table_or_query(suppression.table, suppression.query, [suppression.column], f"sup_{i}")
-    return sa.exists().where(listed.c[suppression.column] == key)
+    return sa.exists().where(same_key(listed.c[suppression.column], key))
 
 
 def suppression_values_query(suppression: SuppressionConfig, i: int) -> sa.Select[tuple[object]]:

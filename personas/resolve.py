@@ -166,7 +166,7 @@ class Resolver:
         """One assignment per row, in row order; raises :class:`ResolveError` at the end if the
         source had duplicate or NULL keys (or duplicate emails in ``error`` mode)."""
         region = self._phones.region
-        previous_key = ""
+        previous_key: str | None = None  # not "": an empty key is a key, and may repeat
         for chunk in _chunks(rows, CHUNK_SIZE):
             requests = [(_text(row[PHONE]), region_of(row[PHONE_COUNTRY], region)) for row in chunk]
             phones = self._phones.batch(requests)
@@ -176,7 +176,7 @@ class Resolver:
                     self.counts.null_keys += 1
                     continue
                 key = str(raw_key)
-                if key <= previous_key and previous_key:
+                if previous_key is not None and key <= previous_key:
                     if key == previous_key:
                         self._note_duplicate_key(key)
                     else:
@@ -282,7 +282,8 @@ class Resolver:
     def _note_duplicate_key(self, key: str) -> None:
         self.counts.duplicate_keys += 1
         if len(self.counts.duplicate_key_examples) < MAX_EXAMPLES:
-            self.counts.duplicate_key_examples.append(key)
+            # Quoted when blank or padded, so the example can be told apart in the message.
+            self.counts.duplicate_key_examples.append(key if key and key.strip() == key else repr(key))
 
     def _note_duplicate_email(self, key: str) -> None:
         self.counts.duplicate_emails += 1

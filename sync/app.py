@@ -56,6 +56,7 @@ from sync.ledger import FailureRecord, Ledger, RunRecord
 from sync.membership import DestinationSpec
 from sync.plan import Limits
 from sync.ports import DestinationError, SetsUp, SetupStatus, SetupStep
+from sync.state import RESTORE as STATE_RESTORE
 from sync.state import SqlIdentityCache, StateError, create_state_engine, migrate
 from sync.validate import Check, describe, origin_key, validate_against
 
@@ -116,15 +117,30 @@ class Resolution:
 
 
 def open_state(config: AppConfig) -> Engine:
-    """An engine on the state store, migrated to this version. Raises :class:`ResolveProblem`."""
+    """An engine on the state store, migrated to this version. Raises :class:`ResolveProblem`
+    naming the store and what to do."""
     assert config.state.url is not None  # the loader fills in the default
+    shown_url = display_url(config.state.url)
+    state = None
     try:
         state = create_state_engine(database_url(config.state.url))
         migrate(state)
     except (StateError, SQLAlchemyError) as exc:
-        message = driver_message(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
-        raise ResolveProblem("state.url", message) from None
+        if state is not None:
+            state.dispose()
+        raise ResolveProblem("state.url", f"{shown_url}: {_state_problem(exc)}") from None
     return state
+
+
+def _state_problem(exc: StateError | SQLAlchemyError) -> str:
+    if isinstance(exc, StateError):
+        return str(exc)
+    reason = driver_message(exc)
+    if "file is not a database" in reason or "malformed" in reason:  # SQLite's words for both
+        return f"cannot read the state store ({reason}); {STATE_RESTORE}"
+    if "unable to open database file" in reason:
+        return f"cannot open the state store ({reason}); check that the file and its folder are writable"
+    return f"cannot open the state store: {reason}"
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 Its schema is versioned: each migration is recorded in ``schema_migrations`` when applied,
 and opening the store applies the ones it lacks, in order, each in its own transaction.
-A store written by a newer personasync is refused rather than guessed at.
+A store written by a newer personasync is refused rather than guessed at, and so is a
+database that is not a personasync store or has lost part of its schema (nothing is
+written to a refused database).
 
 It holds the identity cache (raw identifier -> normalised, so the phone library runs
 once per distinct number) and the sync ledger (what each destination acknowledged, runs,
@@ -153,18 +155,25 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(3, "intents: changes sent at most once", _create(INTENTS)),
 )
 LOOKUP_BATCH: Final = 2_000  # identifiers per IN (...) lookup; under every driver's limit
+NOT_OURS: Final = "not a personasync state store"
+RESTORE: Final = "restore it from a backup, or move it away to start again with a first sync"
 
 
 class StateError(Exception):
-    """The state store cannot be opened or is from a newer personasync."""
+    """The state store cannot be opened, is not personasync's, is damaged, or is from a newer
+    personasync. The message says what to do."""
 
 
 def create_state_engine(url: URL) -> Engine:
     """An engine on the state store; a SQLite file (and its folder must exist) is created."""
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        folder = Path(url.database).parent
-        if not folder.is_dir():
-            raise StateError(f"folder {folder} for the state file does not exist")
+        path = Path(url.database)
+        if not path.parent.is_dir():
+            raise StateError(f"folder {path.parent} for the state file does not exist")
+        if path.is_dir():
+            raise StateError(
+                f"{path} is a folder; set [state] url to a file, e.g. {path / 'personasync-state.db'}"
+            )
     engine = sa.create_engine(url)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -173,16 +182,19 @@ def create_state_engine(url: URL) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
     cursor.close()
 
 
 def migrate(engine: Engine) -> int:
-    """Apply missing migrations; the schema version the store is now at."""
-    with engine.begin() as conn:
-        SCHEMA_MIGRATIONS.create(conn, checkfirst=True)
-        applied = set(conn.scalars(sa.select(SCHEMA_MIGRATIONS.c.version)))
+    """Apply missing migrations; the schema version the store is now at.
+
+    Refuses, writing nothing, a database that is not a personasync state store (another
+    application's tables), a store from a newer personasync, and a damaged store (a table,
+    column or row the recorded migrations created is gone).
+    """
+    with engine.connect() as conn:
+        applied = _applied_versions(conn)
     newest = max(m.version for m in MIGRATIONS)
     unknown = {v for v in applied if v > newest}
     if unknown:
@@ -190,9 +202,17 @@ def migrate(engine: Engine) -> int:
             f"the state store has schema version {max(unknown)}, newer than this personasync "
             f"understands ({newest}); upgrade personasync"
         )
-    for migration in MIGRATIONS:
-        if migration.version in applied:
-            continue
+    pending = [m for m in MIGRATIONS if m.version not in applied]
+    if not pending:
+        _check_schema(engine)
+    if engine.dialect.name == "sqlite":  # persistent; set only once the file is known to be ours
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    if not pending:
+        return newest
+    with engine.begin() as conn:
+        SCHEMA_MIGRATIONS.create(conn, checkfirst=True)
+    for migration in pending:
         with engine.begin() as conn:
             migration.apply(conn)
             conn.execute(
@@ -202,7 +222,56 @@ def migrate(engine: Engine) -> int:
                     applied_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 )
             )
+    _check_schema(engine)
     return newest
+
+
+def _applied_versions(conn: Connection) -> set[int]:
+    """The versions ``schema_migrations`` records; raises :class:`StateError` when the database
+    is not a personasync state store."""
+    inspector = sa.inspect(conn)
+    tables = set(inspector.get_table_names())
+    if SCHEMA_MIGRATIONS.name not in tables:
+        # A SQLite file is ours alone; a PostgreSQL schema may hold other tables beside ours.
+        foreign = sorted(tables if conn.dialect.name == "sqlite" else tables & set(METADATA.tables))
+        if foreign:
+            raise StateError(
+                f"{NOT_OURS}: it holds tables personasync did not create ({_listed(foreign)}); "
+                "point [state] url at a file of its own"
+            )
+        return set()
+    columns = {column["name"] for column in inspector.get_columns(SCHEMA_MIGRATIONS.name)}
+    versions = set(conn.scalars(sa.select(SCHEMA_MIGRATIONS.c.version))) if "version" in columns else set()
+    ours = columns == set(SCHEMA_MIGRATIONS.c.keys()) and all(isinstance(v, int) for v in versions)
+    if not ours or (versions and 1 not in versions):  # personasync records 1, 2, ... from the first run
+        raise StateError(
+            f"{NOT_OURS}: its schema_migrations table belongs to another application; "
+            "point [state] url at a file of its own"
+        )
+    return versions
+
+
+def _check_schema(engine: Engine) -> None:
+    """Every table and column of the current schema, and the ledger's one meta row, are there."""
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        tables = set(inspector.get_table_names())
+        for table in METADATA.sorted_tables:
+            if table.name not in tables:
+                raise StateError(f"the state store is damaged: table {table.name!r} is missing; {RESTORE}")
+            columns = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [column.name for column in table.c if column.name not in columns]
+            if missing:
+                raise StateError(
+                    f"the state store is damaged: table {table.name!r} lacks column {missing[0]!r}; {RESTORE}"
+                )
+        if conn.execute(sa.select(sa.func.count()).select_from(LEDGER_META)).scalar_one() != 1:
+            raise StateError(f"the state store is damaged: table 'ledger_meta' lost its row; {RESTORE}")
+
+
+def _listed(names: list[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 class SqlIdentityCache:

@@ -23,11 +23,13 @@ from typing import Any
 from sync.destinations import destination_tags
 from tests.emulators.hubspot import hubspot_emulator
 from tests.emulators.klaviyo import klaviyo_emulator
+from tests.emulators.mailchimp import api_url, mailchimp_emulator
 from tests.emulators.salesforce import salesforce_emulator
 from tests.emulators.server import Emulator
 from tests.fakes.attentive import AttentiveModel
 from tests.fakes.hubspot import HubSpotModel
 from tests.fakes.klaviyo import KlaviyoModel
+from tests.fakes.mailchimp import MailchimpModel
 from tests.fakes.memory_destination import MemoryDestination
 from tests.fakes.salesforce import SalesforceModel
 from tests.sync_world import AS_OF, World, make_world
@@ -35,6 +37,7 @@ from tests.sync_world import AS_OF, World, make_world
 HUBSPOT_TOKEN = "pat-na1-c4a5h000-0000-4000-8000-c4a5h0000000"
 ATTENTIVE_TOKEN = "atn_c4a5h0000000000000000000000000"
 KLAVIYO_KEY = "pk_c4a5h0000000000000000000000000000"
+MAILCHIMP_KEY = "c4a5h000000000000000000000000000-us6"
 SALESFORCE_CLIENT_ID = "3MVG9c4a5h_client_0000000000000000"
 SALESFORCE_SECRET = "sfsecret_c4a5h000000000000000000000"
 SALESFORCE_REFRESH = "5Aep861_c4a5h_refresh_00000000000000"
@@ -42,6 +45,7 @@ CREDENTIALS = {
     "CLI_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
     "CLI_ATTENTIVE_TOKEN": ATTENTIVE_TOKEN,
     "CLI_KLAVIYO_KEY": KLAVIYO_KEY,
+    "CLI_MAILCHIMP_KEY": MAILCHIMP_KEY,
     "CLI_SALESFORCE_CLIENT_ID": SALESFORCE_CLIENT_ID,
     "CLI_SALESFORCE_SECRET": SALESFORCE_SECRET,
     "CLI_SALESFORCE_REFRESH": SALESFORCE_REFRESH,
@@ -185,7 +189,33 @@ max_suppress_percent = 100
     )  # fmt: skip
 
 
+def _mailchimp(stack: ExitStack) -> Vendor:
+    model = MailchimpModel(MAILCHIMP_KEY)
+    emulator = stack.enter_context(mailchimp_emulator(model, latency=0, max_seconds=900))
+
+    def prepare(world: World) -> None:
+        tagged, suppressed = world.desired("mailchimp")
+        model.add_members(sorted(tagged) + sorted(suppressed)[::2])  # tags go only to members
+
+    config = f"""
+[[destinations]]
+type = "mailchimp"
+name = "mailchimp"
+channel = "email"
+api_key = "${{CLI_MAILCHIMP_KEY}}"
+list_id = "{model.list_id}"
+base_url = "{api_url(emulator)}"
+timeout_seconds = 2
+max_suppress_percent = 100
+"""
+    return Vendor(
+        "mailchimp", model, emulator, config,
+        {"mailchimp": lambda: (model.tagged(), model.with_status("unsubscribed"))}, prepare=prepare,
+    )  # fmt: skip
+
+
 VENDORS: dict[str, Callable[[ExitStack], Vendor]] = {
+    "mailchimp": _mailchimp,
     "hubspot": _hubspot,
     "attentive": _attentive,
     "klaviyo": _klaviyo,

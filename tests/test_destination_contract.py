@@ -29,7 +29,7 @@ from sync.ports import ChangeResult, Destination, DestinationError, Outcome
 from tests.fakes.attentive import AttentiveModel
 from tests.fakes.hubspot import HubSpotModel
 from tests.fakes.klaviyo import KlaviyoModel
-from tests.fakes.mailchimp import MailchimpFake
+from tests.fakes.mailchimp import MailchimpModel
 from tests.fakes.salesforce import SalesforceModel
 from tests.fakes.sleeps import Sleeps
 
@@ -74,7 +74,8 @@ def file_harness(channel: str) -> Callable[[Path, responses.RequestsMock, Sleeps
 
 
 def mailchimp_harness(tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps) -> Harness:
-    fake = MailchimpFake(rsps, MAILCHIMP_KEY)
+    fake = MailchimpModel(MAILCHIMP_KEY)
+    fake.attach(rsps)
     fake.add_members(addresses("email"))
 
     def build(key: str) -> Destination:

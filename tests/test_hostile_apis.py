@@ -65,6 +65,9 @@ def refuse_one_record_each(scene: Stage) -> dict[str, tuple[str, str]]:
             elif vendor.name == "attentive":
                 reason = f"Phone {who} is not textable"
                 faults.reject[who] = reason
+            elif vendor.name == "mailchimp":
+                reason = f"{who} looks fake or invalid, please enter a real email address"
+                faults.reject[who] = reason
             elif vendor.name == "klaviyo":
                 reason = f"{who} is on a blocked-profile rule"
                 faults.reject[who] = ("invalid", reason)

@@ -223,3 +223,22 @@ def test_credentials_never_follow_a_link_to_another_host() -> None:
     with pytest.raises(PermanentError, match="refusing to send credentials to"):
         api.request("GET", "https://collector.example.net/page2")
     assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_vendor_echoing_our_credentials_in_an_error_never_gets_them_into_the_message() -> None:
+    """Some APIs quote the request in a 400. The redactor knows every form the credential
+    travels as: the Basic auth header's encoding, a header value, the key inside it."""
+
+    def echo(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        return 400, {}, json.dumps({"detail": f"you sent {request.headers['Authorization']}"})
+
+    responses.add_callback(responses.POST, f"{BASE}/members", callback=echo)
+    basic = ApiClient(BASE, auth=("personasync", "0123456789abcdef-us6"), sleep=FakeClock().sleep)
+    with pytest.raises(PermanentError) as refused:
+        basic.request("POST", "/members", json_body={})
+    assert str(refused.value).endswith('"you sent Basic ***"}')  # the scheme is no secret
+    bearer = ApiClient(BASE, headers={"Authorization": "Bearer tok_0123456789"}, sleep=FakeClock().sleep)
+    with pytest.raises(PermanentError) as refused:
+        bearer.request("POST", "/members", json_body={})
+    assert "tok_0123456789" not in str(refused.value)

@@ -9,8 +9,9 @@ import responses
 
 from connectors.destinations import mailchimp
 from connectors.http import RetryPolicy
+from sync import app
 from sync.exit_codes import ExitCode
-from tests.fakes.mailchimp import MailchimpFake
+from tests.fakes.mailchimp import MailchimpModel
 from tests.fakes.sleeps import Sleeps
 from tests.sync_world import World, make_world
 
@@ -18,9 +19,10 @@ API_KEY = "0123456789abcdef0123456789abcdef-us6"
 
 
 def mailchimp_world(tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps, api_key: str = API_KEY
-                    ) -> tuple[World, MailchimpFake]:  # fmt: skip
+                    ) -> tuple[World, MailchimpModel]:  # fmt: skip
     world = make_world(tmp_path)
-    fake = MailchimpFake(rsps, API_KEY)
+    fake = MailchimpModel(API_KEY)
+    fake.attach(rsps)
     tagged, suppressed = world.desired("email_outbox")
     fake.add_members(sorted(tagged) + sorted(suppressed)[: len(suppressed) // 2])  # some suppressed are new
     world.destinations = {
@@ -43,6 +45,7 @@ def test_tags_and_suppressions_land_and_a_rerun_writes_nothing(
     assert fake.tagged() == tagged
     assert fake.with_status("unsubscribed") == suppressed
     assert fake.with_status("subscribed") <= subscribed_before  # we never subscribe anyone
+    assert fake.violations == []
     assert all(len(tag) for tag in fake.segments.values())
 
     writes = fake.writes()
@@ -62,7 +65,7 @@ def test_consent_revoked_means_unsubscribed_and_untagged_next_run(
     world.sql("UPDATE customers SET email_opt_in = 1 WHERE lower(trim(email)) = ?", address)
     summary = world.sync()
     assert summary.plans[0]["changes"]["unsuppress"] == 0  # irreversible in Mailchimp: never lifted
-    assert fake.members[address].status == "unsubscribed"
+    assert fake.members[address].status == "unsubscribed" and fake.violations == []
 
 
 def test_a_cleaned_member_is_never_touched_by_a_suppression(
@@ -73,21 +76,24 @@ def test_a_cleaned_member_is_never_touched_by_a_suppression(
     bounced = sorted(suppressed)[0]
     fake.members[bounced].status = "cleaned"
     world.sync(allow_large_changes=True)
-    assert fake.members[bounced].status == "cleaned"
+    assert fake.members[bounced].status == "cleaned" and fake.violations == []
 
 
+@pytest.mark.parametrize("listed", [False, True], ids=["ignored-as-the-spec-says", "listed-in-errors"])
 def test_people_not_in_the_audience_are_reported_per_record_not_subscribed(
-    tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps
+    tmp_path: Path, rsps: responses.RequestsMock, sleeps: Sleeps, listed: bool
 ) -> None:
+    """Mailchimp's spec says a tag call ignores non-members; whether it also lists them in
+    ``errors`` is not documented. Either way the outsider is reported, never claimed tagged."""
     world, fake = mailchimp_world(tmp_path, rsps, sleeps)
+    fake.non_members_in_errors = listed
     tagged, _ = world.desired("email_outbox")
     outsider = sorted(tagged)[1]
     del fake.members[outsider]
     summary = world.sync(allow_large_changes=True)
     assert summary.exit_code is ExitCode.RECORD_FAILURES
     assert outsider not in fake.members  # not created, and certainly not subscribed
-    from sync import app
-
+    assert all(row.address != outsider or not row.tags for row in world.ledger_rows("email_outbox"))
     details = app.run_details(world.config, summary.run_id or 0)
     assert details is not None
     assert {f.address for f in details.failures} == {outsider}

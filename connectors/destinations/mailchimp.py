@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from connectors.destinations.errors import apply_batch
-from connectors.http import ApiClient, ApiError, AuthError, PermanentError, RetryPolicy
+from connectors.http import ApiClient, ApiError, AuthError, PermanentError, RetryPolicy, UnknownOutcome
 from sync.changes import Change, ChangeKind
 from sync.ports import BatchResult, Capabilities, ChangeResult, DestinationError, Outcome
 
@@ -116,26 +116,69 @@ class MailchimpDestination:
                 json_body={field: [c.address for c in changes]},
             ).json()
             refused = _refused(answer)
+            added = {str(m.get("email_address", "")).lower() for m in answer.get("members_added") or []}
+            unconfirmed = []
             for change in changes:
                 error = refused.get(change.address.lower())
-                if error is None:
-                    results.append(ChangeResult(change, Outcome.APPLIED))
+                if error is None and (kind is ChangeKind.REMOVE_TAG or change.address.lower() in added):
+                    results.append(
+                        ChangeResult(change, Outcome.APPLIED)
+                    )  # a removal from a non-member: nobody to untag
+                elif error is None:
+                    unconfirmed.append(change)
                 elif kind is ChangeKind.REMOVE_TAG and _not_a_member(error):
                     results.append(ChangeResult(change, Outcome.APPLIED))  # nobody there to untag
                 else:
                     reason = f"{NOT_IN_AUDIENCE}: {error}" if _not_a_member(error) else error
                     results.append(ChangeResult(change, Outcome.PERMANENT, reason))
+            results.extend(self._confirm_tag(tag, unconfirmed))
+        return results
+
+    def _confirm_tag(self, tag: str, changes: Sequence[Change]) -> list[ChangeResult]:
+        """Emails a tag call neither added nor refused: Mailchimp ignores non-members without
+        an error (and may not list a member who already had the tag), so ask for the member:
+        the ledger must never claim a tag Mailchimp does not hold."""
+        results = []
+        for change in changes:
+            path = f"/lists/{self._list_id}/members/{subscriber_hash(change.address)}"
+            try:
+                member = self._client.request("GET", path, params={"fields": "status,tags"}).json()
+            except PermanentError:
+                results.append(
+                    ChangeResult(change, Outcome.PERMANENT, f"{NOT_IN_AUDIENCE}: not in the audience")
+                )
+                continue
+            held = {str(t.get("name")) for t in member.get("tags") or []}
+            if tag in held:
+                results.append(ChangeResult(change, Outcome.APPLIED))
+            else:
+                results.append(ChangeResult(change, Outcome.RETRYABLE, "Mailchimp did not confirm the tag"))
         return results
 
     def _segment(self, tag: str, *, create: bool) -> int | None:
         if self._segments is None:
             self._segments = self._read_segments()
         if tag not in self._segments and create:
-            answer = self._client.request(
-                "POST", f"/lists/{self._list_id}/segments", json_body={"name": tag, "static_segment": []}
-            ).json()
-            self._segments[tag] = int(answer["id"])
+            self._segments[tag] = self._create_segment(tag)
         return self._segments.get(tag)
+
+    def _create_segment(self, tag: str) -> int:
+        """Create the tag. Not idempotent (a repeat is refused as a duplicate name), so it is
+        never repeated blindly: after an unknown outcome or a refusal, the tags are read again
+        and one already there (made by the call whose answer we lost, or by someone else) is used."""
+        try:
+            answer = self._client.request(
+                "POST",
+                f"/lists/{self._list_id}/segments",
+                json_body={"name": tag, "static_segment": []},
+                idempotent=False,
+            ).json()
+            return int(answer["id"])
+        except (UnknownOutcome, PermanentError):
+            self._segments = self._read_segments()
+            if tag in self._segments:
+                return self._segments[tag]
+            raise
 
     def _read_segments(self) -> dict[str, int]:
         segments: dict[str, int] = {}

@@ -16,6 +16,13 @@ buckets) talks to it as it would to the vendor:
   ``Retry-After`` (whole seconds until the window that refused resets, so ``1`` for a
   per-second window; :func:`throttled_reply`), counted in :attr:`Emulator.throttled`. A
   refused request never reaches the model and does not use up quota;
+- a vendor that caps simultaneous requests instead (Mailchimp: 10 connections per user)
+  sets ``max_concurrent``: a request arriving while that many are being answered (from
+  arrival until the answer is ready, ``latency`` included) is refused at once with the
+  ``throttled`` reply for group ``"concurrent"`` (reset 0, so ``Retry-After: 1`` from the
+  default reply; pass the vendor's own), counted like a window refusal, and does not use
+  up window quota. :attr:`Emulator.peak_in_flight` is the most answered at once. Without
+  ``max_concurrent`` (the default) nothing is refused for concurrency;
 - a transport fault the model raises as ``requests`` would (``ConnectionError``,
   ``Timeout``) becomes a connection closed without an answer. For a timeout the model has
   already done the work, so the client faces the same unknown outcome as after a real
@@ -53,6 +60,7 @@ import requests
 Reply = tuple[int, dict[str, str], str]
 Handle = Callable[[str, str, dict[str, str], bytes], Reply]
 JSON_API = "application/vnd.api+json"
+CONCURRENT = "concurrent"  # the group named when max_concurrent refuses a request
 
 
 @dataclass(frozen=True)
@@ -148,8 +156,9 @@ class Emulator:
     client at ``api.url``. ``throttled(group, seconds until the window resets)`` builds
     the answer to a request over a limit (default :func:`throttled_reply`; pass the
     vendor's own shape). Counters: :attr:`requests` (every request received),
-    :attr:`throttled` (429s from the windows, also per group in :attr:`throttled_by`),
-    :attr:`dropped` (connections closed without an answer)."""
+    :attr:`throttled` (429s from the windows or ``max_concurrent``, also per group in
+    :attr:`throttled_by`), :attr:`dropped` (connections closed without an answer),
+    :attr:`peak_in_flight` (the most requests being answered at once)."""
 
     def __init__(
         self,
@@ -159,8 +168,10 @@ class Emulator:
         limits: Iterable[Limit] = (),
         max_seconds: float = 120.0,
         throttled: Callable[[str, float], Reply] = throttled_reply,
+        max_concurrent: int | None = None,
     ) -> None:
         self.handle = handle
+        self.max_concurrent = max_concurrent
         self.latency = latency
         self.limits = tuple(limits)
         self.throttled_answer = throttled
@@ -170,6 +181,9 @@ class Emulator:
         self.throttled = 0
         self.throttled_by: dict[str, int] = {}
         self.dropped = 0
+        self.peak_in_flight = 0
+        self._in_flight = 0
+        self._flight_lock = threading.Lock()  # not self.lock: requests waiting for the model count too
         self.expired = False  # shut down by max_seconds rather than by the caller
         # called under the lock after the model has answered and before the answer is written:
         # a crash test kills its client here, between the vendor's work and our record of it
@@ -242,11 +256,31 @@ class Emulator:
     # --- called from the handler threads ---------------------------------------------------
     def answer(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Reply | None:
         """The reply to send, or None to close the connection without answering."""
+        admitted = self._enter()
+        try:
+            return self._answer(method, url, headers, body, admitted)
+        finally:
+            if admitted:
+                with self._flight_lock:
+                    self._in_flight -= 1
+
+    def _enter(self) -> bool:
+        """Count the request as being answered, or refuse it (False) under ``max_concurrent``."""
+        with self._flight_lock:
+            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+                return False
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            return True
+
+    def _answer(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, admitted: bool
+    ) -> Reply | None:
         path = urlsplit(url).path
         reply: Reply | None
         with self.lock:
             self.requests += 1
-            refused = self._windows.admit(path, time.monotonic())
+            refused = self._windows.admit(path, time.monotonic()) if admitted else (CONCURRENT, 0.0)
             if refused is not None:
                 group, reset = refused
                 self.throttled += 1
@@ -275,6 +309,7 @@ class Emulator:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # socketserver's 5 would make the kernel delay bursts of new connections ~1 s
     emulator: Emulator
 
     def server_bind(self) -> None:
