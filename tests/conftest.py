@@ -20,8 +20,10 @@ import pytest
 import responses
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
+from typer.testing import CliRunner, Result
 
 from connectors.demo_data import DemoSpec, load_demo
+from sync.cli import cli
 from tests.fakes.sleeps import Sleeps
 
 POSTGRES_URL_ENV = "PERSONASYNC_TEST_POSTGRES_URL"
@@ -105,3 +107,27 @@ def rsps() -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def sleeps() -> Sleeps:
     return Sleeps()
+
+
+def run_cli(*args: str) -> tuple[Result, str]:
+    """``personasync ARGS`` in this process: the result and everything it printed, having
+    checked that it ended without a traceback (an exit code, never a crash)."""
+    result = CliRunner().invoke(cli, list(args))
+    output = result.output
+    # This typer's `output` interleaves stdout and stderr; add stderr if a runner keeps it apart.
+    stderr = getattr(result, "stderr", "")
+    if stderr and stderr not in output:
+        output += stderr
+    assert "Traceback" not in output, output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result, output
+
+
+@pytest.fixture
+def vendor_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake vendor credentials of ``tests/cli_vendors.py`` in the environment, as in
+    production (a ``personasync`` child process inherits them)."""
+    from tests.cli_vendors import CREDENTIALS
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)

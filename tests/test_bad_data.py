@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from sync.cli import cli
+from tests.conftest import run_cli as run
 
 CONFIG_NAME = "bad-data.toml"
 BUYER = "persona:buyer"
@@ -538,17 +538,6 @@ def write_warehouse(path: Path, case: Case) -> None:
         conn.executemany("INSERT INTO sms_opt_outs VALUES (?)", [(v,) for v in case.sms_opt_outs])
         conn.executemany("INSERT INTO do_not_contact VALUES (?)", [(v,) for v in case.do_not_contact])
     conn.close()
-
-
-def run(*args: str) -> tuple[Result, str]:
-    result = CliRunner().invoke(cli, list(args))
-    output = result.output
-    stderr = getattr(result, "stderr", "")
-    if stderr and stderr not in output:
-        output += stderr
-    assert "Traceback" not in output, output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    return result, output
 
 
 def json_document(result: Result) -> dict[str, object]:

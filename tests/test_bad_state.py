@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from sync.cli import cli
+from tests.conftest import run_cli as run
 from tests.sync_world import make_world
 
 AS_OF = "2026-11-01"
@@ -113,17 +112,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
 def read_outbox(folder: Path) -> dict[str, bytes]:
     outbox = folder / "outbox"
     return {str(p.relative_to(outbox)): p.read_bytes() for p in sorted(outbox.rglob("*.csv"))}
-
-
-def run(*args: str) -> tuple[Result, str]:
-    result = CliRunner().invoke(cli, list(args))
-    output = result.output
-    stderr = getattr(result, "stderr", "")
-    if stderr and stderr not in output:
-        output += stderr
-    assert "Traceback" not in output, output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    return result, output
 
 
 def digest(path: Path) -> str | None:

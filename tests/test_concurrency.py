@@ -20,7 +20,6 @@ import pytest
 
 from sync.exit_codes import ExitCode
 from tests.cli_vendors import (
-    CREDENTIALS,
     Stage,
     assert_exactly_desired,
     assert_ledger_not_ahead,
@@ -32,10 +31,7 @@ from tests.cli_vendors import (
 LOCK_TIMEOUT_SECONDS = 6.0
 
 
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("vendor_credentials")  # from the environment, as in production
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -29,7 +29,6 @@ from pathlib import Path
 import pytest
 
 from tests.cli_vendors import (
-    CREDENTIALS,
     Stage,
     assert_exactly_desired,
     assert_ledger_not_ahead,
@@ -42,11 +41,7 @@ JOB_POLL = re.compile(r"-jobs/[^/]+/?$")  # GET of a Klaviyo bulk job's status
 KillPoint = tuple[str, int]  # (vendor, the n-th request it answers)
 
 
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """From the environment, as in production (the child process inherits them)."""
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("vendor_credentials")  # from the environment, as in production
 
 
 def traffic_of_a_clean_run(folder: Path) -> dict[str, list[tuple[str, str]]]:

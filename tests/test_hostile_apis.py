@@ -25,7 +25,6 @@ import pytest
 from sync import app
 from sync.exit_codes import ExitCode
 from tests.cli_vendors import (
-    CREDENTIALS,
     Run,
     Stage,
     assert_exactly_desired,
@@ -38,10 +37,7 @@ from tests.emulators.chaos import Chaos
 ATTENTIVE_UNSUBSCRIBE = r"/subscriptions/unsubscribe"
 
 
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("vendor_credentials")  # from the environment, as in production
 
 
 def hostile(seed: int) -> Chaos:

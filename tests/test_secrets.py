@@ -21,11 +21,7 @@ from tests.cli_vendors import CREDENTIALS, Stage, run_sync, stage, sync_command
 from tests.emulators.chaos import Chaos
 from tests.emulators.server import Handle, Reply
 
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("vendor_credentials")  # from the environment, as in production
 
 
 @pytest.fixture
