@@ -82,7 +82,9 @@ class same_key(FunctionElement[bool]):
     compare as they are (PostgreSQL refuses integer = text outright, which stops the run).
     """
 
-    type = sa.Boolean()
+    # No Boolean type: SQLAlchemy would render ``... = 1`` after it on SQLite, which hides the
+    # IN from the planner and scans the suppression table once per customer.
+    type = sa.types.NullType()
     name = "same_key"
     inherit_cache = True
 

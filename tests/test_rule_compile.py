@@ -165,3 +165,29 @@ def test_day_bounds_are_exact(warehouse_engine: sa.Engine, op: str, age_days: in
     with warehouse_engine.connect() as conn:
         found = conn.execute(sa.select(table.c.id).where(compile_rule(rule, scope, "r"))).all()
     assert bool(found) is matches
+
+
+def test_a_key_matched_suppression_is_looked_up_not_scanned_per_customer_on_sqlite() -> None:
+    """SQLite matches the key as stored, as text and as a number (1, '1', 1.0 all match), and
+    still through the suppression table's index: a scan per customer would make the resolver
+    quadratic (a million customers times the do-not-contact list)."""
+    from personas.query import same_key
+
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE customers (customer_id)")
+        conn.exec_driver_sql("CREATE TABLE dnc (customer_id)")
+        conn.exec_driver_sql("CREATE INDEX dnc_key ON dnc (customer_id)")
+        conn.exec_driver_sql("INSERT INTO customers VALUES (1), ('2'), (3), (4)")
+        conn.exec_driver_sql("INSERT INTO dnc VALUES ('1'), (2), (3.0)")
+        customers, dnc = (
+            sa.table("customers", sa.column("customer_id")),
+            sa.table("dnc", sa.column("customer_id")),
+        )
+        listed = sa.exists().where(same_key(dnc.c.customer_id, customers.c.customer_id))
+        query = sa.select(customers.c.customer_id, listed)
+        assert {str(key): bool(flag) for key, flag in conn.execute(query)} == {"1": 1, "2": 1, "3": 1, "4": 0}
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        plan = " | ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "SEARCH dnc USING COVERING INDEX dnc_key" in plan, plan
+    engine.dispose()
