@@ -136,7 +136,10 @@ def run_sync(
                 "source_rows": source_rows,
             }
             spool.save(options.plan_out, header, names)
-        checks = _check(targets)
+        # A dry run checks every destination (it is how an operator tests a setup); a real run
+        # only those it will send to, so a run with nothing to send makes no request at all.
+        to_send = {plan.name for plan in plans if options.dry_run or sum(plan.changes.values()) > 0}
+        checks = _check([t for t in targets if t.spec.name in to_send])
         summary = SyncSummary(
             options.dry_run,
             ExitCode.OK,

@@ -50,7 +50,11 @@ def traffic_of_a_clean_run(folder: Path) -> dict[str, list[tuple[str, str]]]:
         run = run_sync(scene)
         assert run.exit_code == 0, run.stderr
         assert_exactly_desired(scene)
-        return {vendor.name: list(vendor.model.calls) for vendor in scene.vendors}
+        traffic = {vendor.name: list(vendor.model.calls) for vendor in scene.vendors}
+        answered = scene.answered()
+        assert run_sync(scene).exit_code == 0
+        assert scene.answered() == answered, "a rerun with no data change must not make a single request"
+        return traffic
 
 
 def kill_points(traffic: dict[str, list[tuple[str, str]]], how_many: int) -> list[KillPoint]:
