@@ -72,7 +72,7 @@ def _key_text_postgresql(element: key_text, compiler: SQLCompiler, **kw: object)
     return compiler.process(sa.collate(sa.cast(argument, sa.String), "C"), **kw)
 
 
-class same_key(FunctionElement[bool]):
+class same_key(FunctionElement[Any]):
     """``listed = key`` for a suppression source matched on the customer key.
 
     SQLite compares values by storage class: in loosely typed tables the key 1 and the
