@@ -35,8 +35,8 @@ destination's poll sleep is replaced after ``build()`` (``destination._sleep``):
   sends in a sync, where every job waits 0.5 s before its first poll: the bucket is not
   what limits it, and ``req/s excl. polls`` (requests / (wall - poll sleeps)) shows it.
 
-The model is a ``KlaviyoModel`` whose profile lookup is indexed (``find`` scans every
-profile, which makes a 10,000-profile job quadratic) and whose finished jobs are dropped
+The model is :class:`benchmarks.emulated.IndexedKlaviyoModel` (``find`` in the plain model
+scans every profile, which makes a 10,000-profile job quadratic), whose finished jobs are dropped
 after each batch (a job keeps its 10,000-profile body), so the emulator never becomes
 the bottleneck. The client and the emulator share one process; with a 50 ms latency the
 GIL is not what limits either.
@@ -50,15 +50,14 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
 
+from benchmarks.emulated import IndexedKlaviyoModel
 from connectors.destinations import klaviyo
 from connectors.http import RetryPolicy, window_rate
 from sync.changes import Change, ChangeKind
 from sync.ports import Outcome
 from tests.emulators.klaviyo import GENERAL, IMPORT_JOBS, klaviyo_emulator
 from tests.emulators.server import Limit
-from tests.fakes.klaviyo import KlaviyoModel, Profile
 
 API_KEY = "pk_live_0123456789abcdef0123456789abcdef"
 TAG = "persona:champion"
@@ -100,28 +99,6 @@ class Result:
     req_per_s_excl_polls: float
 
 
-class IndexedModel(KlaviyoModel):
-    """The Klaviyo model with profiles indexed by email and phone, so that a job of 10,000
-    profiles costs 10,000 lookups rather than 10,000 scans of the account. The model never
-    changes a profile's email or phone after creating it, so the index stays right."""
-
-    def __init__(self, api_key: str, polls_to_finish: int = 2) -> None:
-        super().__init__(api_key, polls_to_finish)
-        self._index: dict[str, dict[str, Profile]] = {"email": {}, "phone_number": {}}
-
-    def add_profile(self, email: str | None = None, phone: str | None = None, **properties: Any) -> Profile:
-        profile = super().add_profile(email, phone, **properties)
-        for identifier, value in (("email", email), ("phone_number", phone)):
-            if value is not None:
-                self._index[identifier].setdefault(value, profile)
-        return profile
-
-    def find(self, identifier: str, value: str) -> Profile | None:
-        if identifier in self._index:
-            return self._index[identifier].get(value)
-        return super().find(identifier, value)
-
-
 def batches(scenario: Scenario) -> Iterator[list[Change]]:
     """Suppressions: new addresses every batch (a known one would be skipped by the job
     and cost a look-up). Tags: the same 10,000 profiles each time, a new tag each batch."""
@@ -138,7 +115,7 @@ def batches(scenario: Scenario) -> Iterator[list[Change]]:
 
 
 def run(scenario: Scenario, seconds: float, latency: float, polls: str, limits: tuple[Limit, ...]) -> Result:
-    model = IndexedModel(API_KEY, polls_to_finish=1)
+    model = IndexedKlaviyoModel(API_KEY, polls_to_finish=1)
     slept: list[float] = []
 
     def poll_sleep(wait: float) -> None:

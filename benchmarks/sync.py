@@ -1,95 +1,65 @@
-"""How long `personasync sync --dry-run` takes, first and in the steady state, against the
-bare SQL of the assignment plus a hash-join diff.
+"""Scenarios on the demo's two file destinations (7 personas, email and SMS outboxes), each
+step a fresh process on one copy of the warehouse, in this order:
 
-    python -m benchmarks.sync --customers 100000,1000000
+1. ``dry_run_first``: ``sync --dry-run`` against an empty state store;
+2. ``sync`` ``full``: the first sync, into the CSV files (allowed past the guardrail that
+   a first sync's suppressions trip): the state the next steps start from;
+3. the day's change: 2 % of customers (``demo_data.mutate_sqlite_demo``);
+4. ``baseline_sql``: the floor (:mod:`benchmarks.baseline`) on that data and ledger;
+5. ``dry_run_steady``: ``sync --dry-run``;
+6. ``sync`` ``2%``: applying that diff (requests must be ceil(changes / max batch) per kind);
+7. ``noop``: ``sync`` again with no data change (must make 0 requests).
 
-For each size, in a scratch folder: build the demo warehouse (two file destinations, 7
-personas), then in fresh processes time
-
-1. ``bare_sql``: the resolver SELECT joined (hash join) to the ledger table of the state
-   store, every row fetched with sqlite3: the floor;
-2. ``dry_run_first``: ``sync --dry-run`` against an empty state store;
-3. ``sync_first``: the full first sync into the CSV files (allowed past the guardrail);
-4. ``dry_run_steady``: after 2 % of customers changed (``demo_data.mutate_sqlite_demo``);
-5. ``sync_steady``: applying that diff;
-6. ``noop``: ``sync`` again with no data change (must make 0 requests).
-
-Peak RSS is that of the largest process in the tree (wait4 rusage).
+A file destination's request is one batch written; counts come from the run's JSON summary.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from benchmarks.measure import Measurement, measure, sizes_from_command_line
-from benchmarks.resolve import AS_OF, fetch_all, resolver_sql
+from benchmarks.measure import measure, measure_json
+from benchmarks.results import Record
+from benchmarks.world import (
+    FILE_DESTINATIONS,
+    GUARDRAIL,
+    batches,
+    change_the_day,
+    copy_world,
+    planned,
+    sent,
+    sync_command,
+)
 
-GUARDRAIL = 3
-
-
-def bare_sql(config_path: str) -> None:
-    """The resolver query hash-joined to the ledger, fetched with sqlite3: the floor."""
-    folder = Path(config_path).parent
-    conn = sqlite3.connect(f"file:{folder / 'warehouse.db'}?mode=ro", uri=True)
-    conn.execute(f"ATTACH DATABASE 'file:{folder / 'personasync-state.db'}?mode=ro' AS state")
-    fetch_all(
-        conn,
-        f"SELECT r.*, m.tags, m.suppressed FROM ({resolver_sql(config_path)}) AS r "
-        "LEFT JOIN state.memberships AS m ON m.key = r.k AND m.destination = 'email_outbox'",
-    )
+STEADY = {"baseline_sql", "dry_run_steady", "noop"}  # the scenarios that need the full sync first
 
 
-def main() -> None:
-    columns = "customers,scenario,wall_s,cpu_s,peak_rss_mb,x_bare_sql,requests"
-    for size in sizes_from_command_line(__doc__, bare_sql, columns):
-        with tempfile.TemporaryDirectory() as scratch:
-            run_size(size, Path(scratch) / "demo")
+def run(customers: int, pristine: Path, work: Path, chosen: set[str]) -> list[Record]:
+    config = copy_world(pristine, work / "files")
+    sync = sync_command(config)
+    records = []
 
+    def record(scenario: str, step: str, command: list[str], ok: tuple[int, ...] = (0,)) -> Record:
+        measured, summary = measure_json(command, ok=ok)
+        result = Record.measured(
+            customers, scenario, "files", step, measured, changes=planned(summary), requests=sent(summary),
+            detail={"batches": batches(summary), "exit_code": measured.exit_code},
+        )  # fmt: skip
+        records.append(result)
+        return result
 
-def run_size(size: int, folder: Path) -> None:
-    cli = [sys.executable, "-m", "sync.cli_main"]
-    subprocess.run(
-        [*cli, "demo", "--dir", str(folder), "--customers", str(size), "--as-of", AS_OF],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    for leftover in [*folder.glob("personasync-state.db*"), folder / "outbox"]:
-        if leftover.is_dir():
-            subprocess.run(["rm", "-rf", str(leftover)], check=True)
-        else:
-            leftover.unlink()
-    config = str(folder / "personasync.toml")
-    sync = [*cli, "sync", "--config", config, "--as-of", AS_OF, "--quiet", "--format", "json"]
-    results: list[tuple[str, Measurement, int | None]] = []
-    results.append(("dry_run_first", measure([*sync, "--dry-run"], quiet=True, ok=(0, GUARDRAIL)), None))
-    results.append(("sync_first", *timed_sync([*sync, "--allow-large-changes"])))
-    floor = measure([sys.executable, "-m", "benchmarks.sync", "--bare-sql", config])
-    from connectors.demo_data import mutate_sqlite_demo
-
-    mutate_sqlite_demo(folder / "warehouse.db", customers=size // 50)
-    results.append(("dry_run_steady", measure([*sync, "--dry-run"], quiet=True), None))
-    results.append(("sync_steady", *timed_sync(sync)))
-    results.append(("noop", *timed_sync(sync)))
-    print(f"{size},bare_sql,{floor.wall_s},{floor.cpu_s},{floor.peak_rss_mb},1.0,")
-    for label, result, requests in results:
-        ratio = result.wall_s / floor.wall_s
-        shown = "" if requests is None else requests
-        print(f"{size},{label},{result.wall_s},{result.cpu_s},{result.peak_rss_mb},{ratio:.1f},{shown}")
-
-
-def timed_sync(command: list[str]) -> tuple[Measurement, int]:
-    """Measure a real sync; the requests it sent, read from its JSON summary."""
-    with tempfile.TemporaryFile("w+") as out:
-        measurement = measure(command, stdout=out)
-        out.seek(0)
-        summary = json.load(out)
-    return measurement, sum((d["result"] or {}).get("requests", 0) for d in summary["destinations"])
-
-
-if __name__ == "__main__":
-    main()
+    if "dry_run_first" in chosen:
+        record("dry_run_first", "", [*sync, "--dry-run"], ok=(0, GUARDRAIL))
+    if not chosen & STEADY:
+        return records
+    record("sync", "full", [*sync, "--allow-large-changes"])
+    changed = change_the_day(config.parent, customers)
+    if "baseline_sql" in chosen:
+        floor = [sys.executable, "-m", "benchmarks.baseline", str(config), *FILE_DESTINATIONS]
+        records.append(Record.measured(customers, "baseline_sql", "sqlite", "", measure(floor, quiet=True)))
+    if "dry_run_steady" in chosen:
+        record("dry_run_steady", "", [*sync, "--dry-run"]).detail["customers_changed"] = changed
+    record("sync", "2%", sync).detail["customers_changed"] = changed
+    if "noop" in chosen:
+        record("noop", "", sync)
+    return records
