@@ -12,7 +12,9 @@ import responses
 
 from connectors.destinations import klaviyo
 from connectors.http import RetryPolicy
+from sync.changes import Change, ChangeKind
 from sync.exit_codes import ExitCode
+from sync.ports import Outcome
 from tests.fakes.klaviyo import JSON_API, KlaviyoModel
 from tests.fakes.sleeps import Sleeps
 from tests.sync_world import World, make_world
@@ -325,3 +327,25 @@ def test_an_address_klaviyo_already_suppresses_is_confirmed_by_lookup_not_assume
     assert len(lookups) > 2  # the check, and the look-up of the skipped batch's addresses
     assert {r.address for r in world.ledger_rows("email_outbox") if r.suppressed} == suppressed
     assert account.find("email", bounced).suppression == "HARD_BOUNCE"  # type: ignore[union-attr]
+
+
+def test_a_thousand_suppressions_go_as_ten_jobs_polled_together(
+    rsps: responses.RequestsMock, sleeps: Sleeps
+) -> None:
+    """A job answers "queued" at first; waiting for each of ten jobs in turn would spend ten
+    poll schedules. Created back to back and polled together, they wait one."""
+    account = KlaviyoModel(API_KEY)  # a job finishes on its second poll
+    account.attach(rsps)
+    addresses = [f"p{i:04d}@example.com" for i in range(1000)]
+    email = klaviyo.build(
+        "email", API_KEY, klaviyo.KlaviyoSettings("email"), timeout=(1, 5),
+        policy=RetryPolicy(max_attempts=2), sleep=sleeps, clock=sleeps.clock,
+    )  # fmt: skip
+    assert email.capabilities.max_batch[ChangeKind.SUPPRESS] == 1000
+    batch = [Change(ChangeKind.SUPPRESS, str(i), a, a, None, "fp") for i, a in enumerate(addresses)]
+    result = email.apply(ChangeKind.SUPPRESS, batch)
+    assert {r.outcome for r in result.results} == {Outcome.APPLIED} and len(result.results) == 1000
+    assert account.suppressed() == set(addresses)
+    creates = [p for m, p in account.calls if m == "POST"]
+    assert len(creates) == 10
+    assert sum(sleeps.seconds) == 1.5  # one job's poll schedule (0.5 s, then 1 s), not ten

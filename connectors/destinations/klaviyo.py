@@ -59,6 +59,10 @@ JSON_API: Final = "application/vnd.api+json"
 MAX_PROFILES_PER_IMPORT_JOB: Final = 10_000
 MAX_PER_SUPPRESSION_JOB: Final = 100
 MAX_PER_UNSUBSCRIBE_JOB: Final = 100
+# Suppression jobs created back to back before we poll them: a job answers "queued" for
+# about half a second, so one at a time would leave ~70 % of the rate limit unused.
+SUPPRESSION_JOBS_IN_FLIGHT: Final = 10
+SUPPRESSION_BATCH: Final = MAX_PER_SUPPRESSION_JOB * SUPPRESSION_JOBS_IN_FLIGHT
 MAX_IDS_PER_LIST_CALL: Final = 1_000
 PROFILE_PAGE: Final = 100  # GET /api/profiles page[size] maximum
 SINGLE_IMPORT_UP_TO: Final = 10  # profiles; fewer go one by one through profile-import
@@ -108,10 +112,10 @@ class KlaviyoDestination:
         max_batch = {
             ChangeKind.ADD_TAG: MAX_PROFILES_PER_IMPORT_JOB,
             ChangeKind.REMOVE_TAG: MAX_PROFILES_PER_IMPORT_JOB,
-            ChangeKind.SUPPRESS: MAX_PER_SUPPRESSION_JOB if email else MAX_PER_UNSUBSCRIBE_JOB,
+            ChangeKind.SUPPRESS: SUPPRESSION_BATCH if email else MAX_PER_UNSUBSCRIBE_JOB,
         }
         if email:
-            max_batch[ChangeKind.UNSUPPRESS] = MAX_PER_SUPPRESSION_JOB
+            max_batch[ChangeKind.UNSUPPRESS] = SUPPRESSION_BATCH
         self._capabilities = Capabilities(
             max_batch=max_batch,
             requests_per_second=window_rate(*IMPORT_WINDOW)[0],  # the slowest queue, for estimates
@@ -295,22 +299,31 @@ class KlaviyoDestination:
 
     # --- suppression -------------------------------------------------------------------------
     def _suppression_job(self, kind: ChangeKind, batch: Sequence[Change]) -> list[ChangeResult]:
+        """One job per 100 addresses, all created before any is polled."""
         verb = "create" if kind is ChangeKind.SUPPRESS else "delete"
-        addresses = sorted({c.address for c in batch})
-        body = {
-            "data": {
-                "type": f"profile-suppression-bulk-{verb}-job",
-                "attributes": {
-                    "profiles": {"data": [{"type": "profile", "attributes": {"email": a}} for a in addresses]}
-                },
+        by_address = _group(batch, lambda c: c.address)
+        addresses = sorted(by_address)
+        parts = []
+        for start in range(0, len(addresses), MAX_PER_SUPPRESSION_JOB):
+            chunk = addresses[start : start + MAX_PER_SUPPRESSION_JOB]
+            profiles = [{"type": "profile", "attributes": {"email": a}} for a in chunk]
+            body = {
+                "data": {
+                    "type": f"profile-suppression-bulk-{verb}-job",
+                    "attributes": {"profiles": {"data": profiles}},
+                }
             }
-        }
-        job = self._run_job(self._general, f"/api/profile-suppression-bulk-{verb}-jobs", body, batch)
-        if isinstance(job, list):
-            return job
-        if kind is ChangeKind.SUPPRESS and job.get("skipped_count"):
-            return self._confirm_suppressed(batch)
-        return [ChangeResult(c, Outcome.APPLIED) for c in batch]
+            parts.append((body, [c for a in chunk for c in by_address[a]]))
+        results: list[ChangeResult] = []
+        endpoint = f"/api/profile-suppression-bulk-{verb}-jobs"
+        for (_, changes), job in zip(parts, self._run_jobs(self._general, endpoint, parts), strict=True):
+            if isinstance(job, list):
+                results += job
+            elif kind is ChangeKind.SUPPRESS and job.get("skipped_count"):
+                results += self._confirm_suppressed(changes)
+            else:
+                results += [ChangeResult(c, Outcome.APPLIED) for c in changes]
+        return results
 
     def _confirm_suppressed(self, batch: Sequence[Change]) -> list[ChangeResult]:
         """The job skipped some addresses and does not say which: look them up, and claim
@@ -363,36 +376,71 @@ class KlaviyoDestination:
         *,
         idempotent: bool = True,
     ) -> dict[str, Any] | list[ChangeResult]:
-        """Create a job and wait for it: the finished job's attributes (with its ``id``), or,
-        when its outcome is not known (the queue stalled earlier this run, the job still
-        unfinished at the deadline, or cancelled), every change back as retryable."""
-        if endpoint in self._stalled:
-            return [ChangeResult(c, Outcome.RETRYABLE, self._stalled[endpoint]) for c in changes]
-        job = client.request("POST", endpoint, json_body=body, idempotent=idempotent).json()["data"]
-        try:
-            status = self._wait_for(client, endpoint, job)
-        except _Stalled as stalled:
-            self._stalled[endpoint] = f"not confirmed: {stalled}; sent again next run"
-            return [ChangeResult(c, Outcome.RETRYABLE, str(stalled)) for c in changes]
-        if status["status"] == "cancelled":
-            return [ChangeResult(c, Outcome.RETRYABLE, f"Klaviyo cancelled job {job['id']}") for c in changes]
-        return {**status, "id": job["id"]}
+        """Create a job and wait for it (see :meth:`_run_jobs`)."""
+        return self._run_jobs(client, endpoint, [(body, changes)], idempotent=idempotent)[0]
 
-    def _wait_for(self, client: ApiClient, endpoint: str, job: Mapping[str, Any]) -> dict[str, Any]:
-        """Poll a job until it is complete or cancelled; :class:`_Stalled` past the deadline."""
-        attributes = dict(job.get("attributes") or {})
-        started = self._clock()
+    def _run_jobs(
+        self,
+        client: ApiClient,
+        endpoint: str,
+        parts: Sequence[tuple[Mapping[str, Any], Sequence[Change]]],
+        *,
+        idempotent: bool = True,
+    ) -> list[dict[str, Any] | list[ChangeResult]]:
+        """Create one job per part, then wait for them all. Per part: the finished job's
+        attributes (with its ``id``), or, when its outcome is not known (the queue stalled
+        earlier this run, the job still unfinished at the deadline, or cancelled), every
+        change back as retryable."""
+        jobs: list[dict[str, Any] | None] = []
+        for body, _ in parts:
+            if endpoint in self._stalled:
+                jobs.append(None)
+                continue
+            answer = client.request("POST", endpoint, json_body=body, idempotent=idempotent)
+            jobs.append(answer.json()["data"])
+        finished = self._wait_for(client, endpoint, [job for job in jobs if job is not None])
+        outcomes: list[dict[str, Any] | list[ChangeResult]] = []
+        for job, (_, changes) in zip(jobs, parts, strict=True):
+            status = finished.get(job["id"]) if job is not None else None
+            if job is None or isinstance(status, _Stalled) or status is None:
+                if isinstance(status, _Stalled):
+                    self._stalled[endpoint] = f"not confirmed: {status}; sent again next run"
+                why = str(status) if isinstance(status, _Stalled) else self._stalled[endpoint]
+                outcomes.append([ChangeResult(c, Outcome.RETRYABLE, why) for c in changes])
+            elif status["status"] == "cancelled":
+                why = f"Klaviyo cancelled job {job['id']}"
+                outcomes.append([ChangeResult(c, Outcome.RETRYABLE, why) for c in changes])
+            else:
+                outcomes.append({**status, "id": job["id"]})
+        return outcomes
+
+    def _wait_for(
+        self, client: ApiClient, endpoint: str, jobs: Sequence[Mapping[str, Any]]
+    ) -> dict[str, dict[str, Any] | _Stalled]:
+        """Poll jobs until each is complete or cancelled: job id -> its attributes, or
+        :class:`_Stalled` for a job still unfinished at the deadline. Each round waits the
+        next step of the poll schedule, less the time the last round of requests took."""
+        pending = {str(job["id"]): dict(job.get("attributes") or {}) for job in jobs}
+        done: dict[str, dict[str, Any] | _Stalled] = {}
+        started = last_round = self._clock()
         polls = 0
-        while attributes.get("status") not in ("complete", "cancelled"):
+        while True:
+            for job_id, attributes in list(pending.items()):
+                if attributes.get("status") in ("complete", "cancelled"):
+                    done[job_id] = pending.pop(job_id)
             waited = self._clock() - started
-            if waited >= self._settings.job_timeout:
-                raise _Stalled(
-                    f"Klaviyo job {job['id']} still {attributes.get('status', 'queued')} after {waited:.0f} s"
-                )
-            self._sleep(POLL_SCHEDULE[min(polls, len(POLL_SCHEDULE) - 1)])
+            if not pending or waited >= self._settings.job_timeout:
+                for job_id, attributes in pending.items():
+                    status = attributes.get("status", "queued")
+                    done[job_id] = _Stalled(f"Klaviyo job {job_id} still {status} after {waited:.0f} s")
+                return done
+            step = POLL_SCHEDULE[min(polls, len(POLL_SCHEDULE) - 1)]
+            self._sleep(max(0.0, step - (self._clock() - last_round)))
             polls += 1
-            attributes = dict(client.request("GET", f"{endpoint}/{job['id']}").json()["data"]["attributes"])
-        return attributes
+            last_round = self._clock()
+            for job_id in pending:
+                answer = client.request("GET", f"{endpoint}/{job_id}").json()
+                pending[job_id] = dict(answer["data"]["attributes"])
 
 
 def _group(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
