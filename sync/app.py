@@ -407,12 +407,13 @@ def chosen_destinations(config: AppConfig, names: Sequence[str] = ()) -> list[tu
     return [(i, d) for i, d in enumerate(config.destinations) if not names or d.name in names]
 
 
-def targets_for(config: AppConfig, names: Sequence[str] = ()) -> list[Target]:
-    """The configured destinations taking part (all, or those named), built. Raises
-    :class:`ResolveProblem` for an unknown name."""
+def targets_for(config: AppConfig, names: Sequence[str] = (), rate_share: float = 1.0) -> list[Target]:
+    """The configured destinations taking part (all, or those named), built with
+    ``rate_share`` of each vendor's rate limit. Raises :class:`ResolveProblem` for an
+    unknown name."""
     return [
         Target(
-            destination_for(d, config.personas),
+            destination_for(d, config.personas, rate_share),
             DestinationSpec(d.name, d.channel, d.naming()),
             Limits(d.max_remove_percent, d.max_suppress_percent),
         )
@@ -438,7 +439,8 @@ def sync(
     when = clock or datetime.now(timezone.utc)
     options = options or SyncOptions()
     options = replace(options, lock_timeout=timedelta(minutes=config.state.lock_timeout_minutes))
-    chosen = list(targets) if targets is not None else targets_for(config, destinations)
+    share = 1.0 / options.shard.count if options.shard is not None else 1.0  # shards split each rate limit
+    chosen = list(targets) if targets is not None else targets_for(config, destinations, share)
     state = open_state(config)
     try:
 

@@ -22,6 +22,7 @@ from sync.lock import LockHeld
 from sync.ports import DestinationError, SetupStatus
 from sync.progress import BarProgress, LogProgress, setup_logging
 from sync.redact import Redactor, secrets_in
+from sync.shard import Shard, ShardError
 from sync.spool import PlanError
 
 OUTPUT_FORMAT = typer.Option("text", "--format", help="'text' for people, 'json' for scripts.")
@@ -87,6 +88,13 @@ def sync_command(
         "--retry-failed",
         help="Also re-send changes that failed permanently for unchanged data.",
     ),
+    shard: str = typer.Option(
+        None,
+        "--shard",
+        help="Only the customers of shard I of N (I from 0, e.g. 2/8), under that shard's lock and "
+        "with 1/N of each vendor's rate limit: N workers together do one sync.",
+        show_default=False,
+    ),
     as_of: str = AS_OF_OPTION,
     quiet: bool = QUIET,
     log_format: str = LOG_FORMAT,
@@ -94,6 +102,10 @@ def sync_command(
     """Send persona tags and suppressions to the destinations: only what changed since the
     last acknowledged state. Exit codes: 0 ok, 1 some records failed, 2 config, 3 guardrail,
     4 lock held, 5 destination unusable."""
+    try:
+        chosen_shard = Shard.parse(shard) if shard is not None else None
+    except ShardError as exc:
+        fail(f"problem  {exc}", ExitCode.CONFIG)
     app_config, redact = _start(config, output_format, log_format, quiet)
     options = SyncOptions(
         dry_run=dry_run,
@@ -101,6 +113,7 @@ def sync_command(
         allow_large_changes=allow_large_changes,
         retry_failed=retry_failed,
         plan_out=plan_out,
+        shard=chosen_shard,
     )
     try:
         with config_problems(config, redact), _progress(quiet or dry_run, output_format) as progress:

@@ -27,16 +27,21 @@ def destination_tags(config: DestinationConfig, personas: Sequence[PersonaConfig
     return {naming.tag(p.name): p.name for p in personas if not p.negative and config.channel in p.channels}
 
 
-def destination_for(config: DestinationConfig, personas: Sequence[PersonaConfig] = ()) -> Destination:
+def destination_for(
+    config: DestinationConfig, personas: Sequence[PersonaConfig] = (), rate_share: float = 1.0
+) -> Destination:
     """The connector for one configured destination; ``personas`` name the tags that
-    destinations with a fixed set of values (a property's options, a picklist) must accept."""
+    destinations with a fixed set of values (a property's options, a picklist) must accept.
+    ``rate_share`` is the part of the vendor's rate limit this process may use: 1/N for each
+    of N shards running side by side."""
     if isinstance(config, MailchimpDestinationConfig):
+        per_second = config.requests_per_second
         return mailchimp.build(
             config.name,
             config.api_key.get_secret_value(),
             config.list_id,
             base_url=config.base_url,
-            requests_per_second=config.requests_per_second,
+            requests_per_second=per_second * rate_share if per_second is not None else None,
             timeout=(10.0, config.timeout_seconds),
         )
     if isinstance(config, KlaviyoDestinationConfig):
@@ -53,7 +58,7 @@ def destination_for(config: DestinationConfig, personas: Sequence[PersonaConfig]
             settings,
             base_url=config.base_url,
             revision=config.revision,
-            rate_share=config.rate_limit_share,
+            rate_share=config.rate_limit_share * rate_share,
             timeout=(10.0, config.timeout_seconds),
         )
     if isinstance(config, AttentiveDestinationConfig):
@@ -65,16 +70,17 @@ def destination_for(config: DestinationConfig, personas: Sequence[PersonaConfig]
             ),
             base_url=config.base_url,
             timeout=(10.0, config.timeout_seconds),
+            rate_share=rate_share,
         )
     if isinstance(config, HubSpotDestinationConfig):
-        return _hubspot(config, personas)
+        return _hubspot(config, personas, rate_share)
     if isinstance(config, SalesforceDestinationConfig):
         return _salesforce(config, personas)
     return FileDestination(config.name, config.channel, Path(config.path))
 
 
 def _hubspot(
-    config: HubSpotDestinationConfig, personas: Sequence[PersonaConfig]
+    config: HubSpotDestinationConfig, personas: Sequence[PersonaConfig], rate_share: float
 ) -> hubspot.HubSpotDestination:
     naming = config.naming()
     tags = destination_tags(config, personas)
@@ -94,6 +100,7 @@ def _hubspot(
         settings,
         base_url=config.base_url,
         requests_per_ten_seconds=config.requests_per_ten_seconds,
+        rate_share=rate_share,
         timeout=(10.0, config.timeout_seconds),
     )
 

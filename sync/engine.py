@@ -29,6 +29,7 @@ from sync.lock import RunLock, run_lock
 from sync.membership import DestinationSpec, MembershipBuilder
 from sync.plan import DestinationPlan, Limits, judge, plan_json
 from sync.ports import Destination, DestinationError
+from sync.shard import Shard
 from sync.spool import PlanError, Section, Spool, read_header, read_sections
 
 HEARTBEAT_SECONDS = 60  # while planning, refresh the run lock this often
@@ -45,6 +46,7 @@ class SyncOptions:
     retry_failed: bool = False
     plan_out: Path | None = None
     lock_timeout: timedelta = timedelta(hours=2)
+    shard: Shard | None = None  # only the customers of this shard, under this shard's lock
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class SyncSummary:
     message: str | None = None
     # changes an interrupted run sent without recording the answer, now counted as sent
     settled_intents: int = 0
+    shard: str | None = None  # "I/N" for a sharded run
 
     @property
     def blocked(self) -> bool:
@@ -87,6 +90,7 @@ class SyncSummary:
             "seconds": round(self.seconds, 2),
             "message": self.message,
             "settled_intents": self.settled_intents,
+            "shard": self.shard,
             "destinations": [
                 {
                     **plan,
@@ -111,7 +115,7 @@ def run_sync(
     started = time.monotonic()
     ledger = Ledger(state)
     lock: AbstractContextManager[RunLock | None] = (
-        nullcontext() if options.dry_run else run_lock(state, options.lock_timeout)
+        nullcontext() if options.dry_run else run_lock(state, options.lock_timeout, options.shard)
     )
     with lock as held, Spool() as spool:
         settled = ledger.settle_intents() if held is not None else 0
@@ -148,6 +152,7 @@ def run_sync(
             source_rows,
             checks=checks,
             settled_intents=settled,
+            shard=str(options.shard) if options.shard is not None else None,
         )
         if any(plan.blocked for plan in plans):
             summary.exit_code, summary.status = ExitCode.GUARDRAIL, RunStatus.BLOCKED.value
@@ -188,6 +193,8 @@ def _plan(
     with state.connect() as conn:
         rows = ledger.acknowledged(conn, names)
         for aligned in align(stream, rows):
+            if options.shard is not None and not options.shard.holds(aligned.key):
+                continue  # another shard's customer: neither planned nor counted here
             assignment = aligned.assignment
             if assignment is not None:
                 source_rows += 1

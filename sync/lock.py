@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from sync.ledger import now_text
+from sync.shard import Shard
 from sync.state import LOCKS
 
 LOCK_NAME: Final = "sync"
@@ -66,9 +67,10 @@ class LockLost(LockHeld):
 class RunLock:
     """A held lock; :meth:`heartbeat` keeps it fresh."""
 
-    def __init__(self, engine: Engine, owner: str) -> None:
+    def __init__(self, engine: Engine, owner: str, name: str = LOCK_NAME) -> None:
         self._engine = engine
         self.owner = owner
+        self.name = name
 
     def heartbeat(self) -> None:
         """Refresh the lock; raises :class:`LockLost` if another run has taken it over (this
@@ -82,33 +84,69 @@ class RunLock:
         run still holds the lock, so a run that took the lock over sees it."""
         updated = conn.execute(
             LOCKS.update()
-            .where(LOCKS.c.name == LOCK_NAME, LOCKS.c.owner == self.owner)
+            .where(LOCKS.c.name == self.name, LOCKS.c.owner == self.owner)
             .values(heartbeat_at=now_text())
         )
         if updated.rowcount == 0:
-            raise LockLost(_holder(conn))
+            raise LockLost(_holder(conn, self.name))
 
     def release(self) -> None:
         with self._engine.begin() as conn:
-            conn.execute(LOCKS.delete().where(LOCKS.c.name == LOCK_NAME, LOCKS.c.owner == self.owner))
+            conn.execute(LOCKS.delete().where(LOCKS.c.name == self.name, LOCKS.c.owner == self.owner))
 
 
 @contextmanager
-def run_lock(engine: Engine, stale_after: timedelta) -> Iterator[RunLock]:
-    """Hold the state store's run lock for the ``with`` block; raises :class:`LockHeld`."""
-    lock = acquire(engine, stale_after)
+def run_lock(engine: Engine, stale_after: timedelta, shard: Shard | None = None) -> Iterator[RunLock]:
+    """Hold the state store's run lock (or one shard's) for the ``with`` block; raises
+    :class:`LockHeld`."""
+    lock = acquire(engine, stale_after, shard)
     try:
         yield lock
     finally:
         lock.release()
 
 
-def acquire(engine: Engine, stale_after: timedelta) -> RunLock:
+def lock_name(shard: Shard | None) -> str:
+    return LOCK_NAME if shard is None else f"{LOCK_NAME} shard {shard}"
+
+
+def _shard_of(name: str) -> Shard | None:
+    return Shard.parse(name.removeprefix(f"{LOCK_NAME} shard ")) if name != LOCK_NAME else None
+
+
+def acquire(engine: Engine, stale_after: timedelta, shard: Shard | None = None) -> RunLock:
+    """Take the run lock: the whole store's, or one shard's. Shards of one split (0/4, 1/4...)
+    run side by side; an unsharded run and any shard, or shards of different splits, could
+    touch the same customers and exclude each other."""
+    lock = _insert(engine, stale_after, lock_name(shard))
+    try:
+        _refuse_overlapping(engine, lock, shard, stale_after)
+    except LockHeld:
+        lock.release()
+        raise
+    return lock
+
+
+def _refuse_overlapping(engine: Engine, lock: RunLock, shard: Shard | None, stale_after: timedelta) -> None:
+    with engine.connect() as conn:
+        others = conn.execute(sa.select(LOCKS).where(LOCKS.c.name != lock.name)).mappings().all()
+    for row in others:
+        if shard is not None and not shard.overlaps(_shard_of(row["name"])):
+            continue
+        holder = LockHolder(row["owner"], row["host"], row["pid"], row["started_at"], row["heartbeat_at"])
+        if not _is_stale(holder, stale_after):
+            raise LockHeld(holder)
+        log.warning("taking over a stale lock (no heartbeat for over %s): %s", stale_after, holder.describe())
+        with engine.begin() as conn:
+            conn.execute(LOCKS.delete().where(LOCKS.c.name == row["name"], LOCKS.c.owner == holder.owner))
+
+
+def _insert(engine: Engine, stale_after: timedelta, name: str) -> RunLock:
     owner = str(uuid.uuid4())
     for _ in range(2):  # a second try after clearing a stale lock
         stamp = now_text()
         row = {
-            "name": LOCK_NAME,
+            "name": name,
             "owner": owner,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -118,9 +156,9 @@ def acquire(engine: Engine, stale_after: timedelta) -> RunLock:
         try:
             with engine.begin() as conn:
                 conn.execute(LOCKS.insert().values(**row))
-            return RunLock(engine, owner)
+            return RunLock(engine, owner, name)
         except IntegrityError:
-            holder = current_holder(engine)
+            holder = current_holder(engine, name)
             if holder is None:
                 continue  # released in between
             if not _is_stale(holder, stale_after):
@@ -129,19 +167,19 @@ def acquire(engine: Engine, stale_after: timedelta) -> RunLock:
                 "taking over a stale lock (no heartbeat for over %s): %s", stale_after, holder.describe()
             )
             with engine.begin() as conn:
-                conn.execute(LOCKS.delete().where(LOCKS.c.name == LOCK_NAME, LOCKS.c.owner == holder.owner))
-    holder = current_holder(engine)
+                conn.execute(LOCKS.delete().where(LOCKS.c.name == name, LOCKS.c.owner == holder.owner))
+    holder = current_holder(engine, name)
     assert holder is not None
     raise LockHeld(holder)
 
 
-def current_holder(engine: Engine) -> LockHolder | None:
+def current_holder(engine: Engine, name: str = LOCK_NAME) -> LockHolder | None:
     with engine.connect() as conn:
-        return _holder(conn)
+        return _holder(conn, name)
 
 
-def _holder(conn: Connection) -> LockHolder | None:
-    row = conn.execute(sa.select(LOCKS).where(LOCKS.c.name == LOCK_NAME)).mappings().one_or_none()
+def _holder(conn: Connection, name: str = LOCK_NAME) -> LockHolder | None:
+    row = conn.execute(sa.select(LOCKS).where(LOCKS.c.name == name)).mappings().one_or_none()
     if row is None:
         return None
     return LockHolder(row["owner"], row["host"], row["pid"], row["started_at"], row["heartbeat_at"])

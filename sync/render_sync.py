@@ -101,21 +101,22 @@ def _samples(samples: Mapping[str, Sequence[Mapping[str, Any]]], console: Consol
 
 def _closing_line(summary: Mapping[str, Any]) -> str:
     total = sum(sum(p["changes"].values()) for p in summary["destinations"])
+    customers = f"{summary['source_rows']:,} customers"
+    if summary.get("shard"):
+        customers += f" of shard {summary['shard']}"
     if summary["dry_run"]:
         verdict = "blocked by a guardrail" if summary["status"] == "blocked" else "nothing was sent"
-        return (
-            f"\nDry run: {total:,} change(s) planned for {summary['source_rows']:,} customers; "
-            f"{verdict}; state unchanged."
-        )
+        return f"\nDry run: {total:,} change(s) planned for {customers}; {verdict}; state unchanged."
     if summary["status"] == "blocked":
         return (
             "\nBlocked before sending anything: a guardrail was exceeded. Check the data; if the change "
             "is intended, run again with --allow-large-changes."
         )
     requests = sum((p.get("result") or {}).get("requests", 0) for p in summary["destinations"])
+    shard = f" for {customers}" if summary.get("shard") else ""
     return (
         f"\nRun {summary['run_id']}: {summary['status']} in {summary['seconds']:.1f} s; {total:,} change(s) "
-        f"planned, {requests:,} request(s) sent. Details: personasync runs show {summary['run_id']}"
+        f"planned{shard}, {requests:,} request(s) sent. Details: personasync runs show {summary['run_id']}"
     )
 
 

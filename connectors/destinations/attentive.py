@@ -158,10 +158,14 @@ def build(
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    rate_share: float = 1.0,
     **client_options: Any,
 ) -> AttentiveDestination:
+    """``rate_share``: the part of Attentive's per-endpoint limits this process may use (a
+    sharded run splits them between its workers)."""
+
     def client(per_second: int) -> ApiClient:
-        rate, burst = window_rate(per_second, per_second * 60)
+        rate, burst = window_rate(per_second, per_second * 60, share=rate_share)
         return ApiClient(
             base_url,
             headers={"Authorization": f"Bearer {api_key}"},

@@ -490,13 +490,14 @@ def build(
     *,
     base_url: str = BASE_URL,
     requests_per_ten_seconds: int = DEFAULT_REQUESTS_PER_TEN_SECONDS,
+    rate_share: float = 1.0,  # a sharded run's part of the account's limit
     timeout: tuple[float, float],
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     **client_options: Any,
 ) -> HubSpotDestination:
-    rate, burst = bucket_for_windows({10.0: requests_per_ten_seconds})
+    rate, burst = bucket_for_windows({10.0: requests_per_ten_seconds}, share=rate_share)
     client = ApiClient(
         base_url,
         headers={"Authorization": f"Bearer {token}"},
