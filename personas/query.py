@@ -12,7 +12,7 @@ phone numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -154,7 +154,7 @@ def build_resolver_query(
     duplicate_email_index = None
     if source_cfg.email:
         email = src.c[source_cfg.email]
-        rank = sa.func.row_number().over(partition_by=sa.func.lower(sa.func.trim(email)), order_by=key)
+        rank = sa.func.row_number().over(partition_by=_email_group(email), order_by=key)
         duplicate_email_index = len(selected)
         selected.append((rank > 1).label("duplicate_email"))
     statement: sa.Select[Any] = sa.select(*selected)
@@ -170,6 +170,96 @@ def build_resolver_query(
         key_suppression_index=key_suppression_index,
         duplicate_email_index=duplicate_email_index,
     )
+
+
+class unusual_email(FunctionElement[Any]):
+    """True for an email the resolver's SQL duplicate check may not group as Python does.
+
+    The SQL groups emails by ``lower(trim(email))``; Python also strips tabs and line breaks,
+    lower-cases non-ASCII letters, normalises Unicode and turns punycode domains into
+    Unicode. For an email of printable ASCII without ``xn--`` or quotes the two agree, so
+    only the rest (rare) need a second look: a character outside printable ASCII, a
+    punycode label, a quoted local part.
+    """
+
+    type = sa.types.NullType()  # no Boolean: SQLAlchemy would add "= 1" on SQLite
+    name = "unusual_email"
+    inherit_cache = True
+
+
+def _unusual_parts(element: unusual_email) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    (email,) = element.clauses
+    lowered = sa.func.lower(email)
+    return email, sa.or_(lowered.like("%xn--%"), email.like('%"%'))
+
+
+@compiles(unusual_email)
+def _unusual_default(element: unusual_email, compiler: SQLCompiler, **kw: object) -> str:
+    email, other = _unusual_parts(element)  # no portable regex: every row gets a second look
+    return compiler.process(sa.or_(email.is_not(None), other), **kw)
+
+
+@compiles(unusual_email, "sqlite")
+def _unusual_sqlite(element: unusual_email, compiler: SQLCompiler, **kw: object) -> str:
+    email, other = _unusual_parts(element)
+    return compiler.process(sa.or_(email.op("GLOB")("*[^ -~]*"), other), **kw)
+
+
+@compiles(unusual_email, "postgresql")
+def _unusual_postgresql(element: unusual_email, compiler: SQLCompiler, **kw: object) -> str:
+    email, other = _unusual_parts(element)
+    return compiler.process(sa.or_(email.op("~")("[^ -~]"), other), **kw)
+
+
+@compiles(unusual_email, "duckdb")
+def _unusual_duckdb(element: unusual_email, compiler: SQLCompiler, **kw: object) -> str:
+    email, other = _unusual_parts(element)
+    return compiler.process(sa.or_(sa.func.regexp_matches(email, "[^ -~]"), other), **kw)
+
+
+@compiles(unusual_email, "snowflake")
+def _unusual_snowflake(element: unusual_email, compiler: SQLCompiler, **kw: object) -> str:
+    email, other = _unusual_parts(element)
+    return compiler.process(sa.or_(sa.func.regexp_like(email, ".*[^ -~].*", "s"), other), **kw)
+
+
+@compiles(unusual_email, "bigquery")
+def _unusual_bigquery(element: unusual_email, compiler: SQLCompiler, **kw: object) -> str:
+    email, other = _unusual_parts(element)
+    return compiler.process(sa.or_(sa.func.regexp_contains(email, "[^ -~]"), other), **kw)
+
+
+def unusual_emails_query(settings: ResolverSettings, kinds: Mapping[str, str]) -> sa.Select[Any] | None:
+    """(email group as the SQL forms it, email) of every email the SQL may group differently
+    from Python (see :class:`unusual_email`); None without an email column."""
+    source_cfg = settings.source
+    if not source_cfg.email:
+        return None
+    src = from_table_or_query(source_cfg.table, source_cfg.query, list(kinds), "src")
+    email = src.c[source_cfg.email]
+    return sa.select(_email_group(email), email).where(email.is_not(None), unusual_email(email))
+
+
+def email_groups_query(
+    settings: ResolverSettings, kinds: Mapping[str, str], groups: Sequence[str]
+) -> sa.Select[Any]:
+    """(key, email, first in its SQL group) of every customer in the given SQL email groups,
+    ranked exactly as the resolver query ranks them."""
+    source_cfg = settings.source
+    assert source_cfg.email
+    src = from_table_or_query(source_cfg.table, source_cfg.query, list(kinds), "src")
+    key, email = src.c[source_cfg.key], src.c[source_cfg.email]
+    rank = sa.func.row_number().over(partition_by=_email_group(email), order_by=key)
+    ranked = (
+        sa.select(key_text(key).label("k"), email.label("email"), rank.label("rank"))
+        .where(_email_group(email).in_(list(groups)))
+        .subquery("ranked")
+    )
+    return sa.select(ranked.c.k, ranked.c.email, ranked.c.rank == 1)
+
+
+def _email_group(email: ColumnElement[Any]) -> ColumnElement[Any]:
+    return sa.func.lower(sa.func.trim(email))
 
 
 def _key_match(suppression: SuppressionConfig, key: ColumnElement[object], i: int) -> ColumnElement[bool]:

@@ -133,13 +133,17 @@ class Resolver:
         phones: PhoneNormaliser,
         listed: Mapping[str, IdentifierIndex],
         emails: EmailNormaliser | None = None,
+        duplicate_emails: frozenset[str] = frozenset(),
     ) -> None:
         """``listed`` maps "email" / "phone" to the index of suppression sources matched on it,
-        each source flagged by bit ``1 << position in the config``."""
+        each source flagged by bit ``1 << position in the config``. ``duplicate_emails`` are
+        keys whose email another customer has once normalised, beyond what the query marks
+        (:mod:`personas.duplicates`)."""
         self._settings = settings
         self._query = query
         self._phones = phones
         self._emails = emails or EmailNormaliser()
+        self._duplicate_emails = duplicate_emails
         self._email_index = listed.get("email")
         self._phone_index = listed.get("phone")
         self._salt = settings.assignment.holdout_salt
@@ -189,7 +193,9 @@ class Resolver:
     def _assign(self, row: Sequence[object], key: str, phone_result: Normalised) -> Assignment:
         email, email_problem = self._emails(_text(row[EMAIL]))
         duplicate_index = self._query.duplicate_email_index
-        if email is not None and duplicate_index is not None and row[duplicate_index]:
+        if email is not None and (
+            (duplicate_index is not None and row[duplicate_index]) or key in self._duplicate_emails
+        ):
             email_problem = DUPLICATE_EMAIL
             self._note_duplicate_email(key)
         phone, phone_problem = phone_result

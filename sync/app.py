@@ -30,11 +30,19 @@ from connectors.warehouse import (
     stream_rows,
 )
 from personas.compile import RuleError
+from personas.config import ResolverSettings
+from personas.duplicates import cross_group_duplicates
 from personas.explain import PersonaExplanation, explain_statement, read_explanation
 from personas.identity import EmailNormaliser, PhoneNormaliser
 from personas.model import Assignment
 from personas.preview import Preview
-from personas.query import ResolverQuery, build_resolver_query, suppression_values_query
+from personas.query import (
+    ResolverQuery,
+    build_resolver_query,
+    email_groups_query,
+    suppression_values_query,
+    unusual_emails_query,
+)
 from personas.resolve import (
     IdentifierIndex,
     ResolveError,
@@ -62,6 +70,7 @@ from sync.validate import Check, describe, origin_key, validate_against
 
 EXAMPLE_CONFIG_NAME = "config.example.toml"
 DEMO_DIR_PREFIX = "personasync-demo/"  # how config.example.toml refers to the demo folder
+EMAIL_GROUPS_PER_QUERY = 500  # values in one IN (...) list, under every driver's limit
 
 
 def validate_config(config: AppConfig) -> list[Check]:
@@ -184,7 +193,8 @@ def open_resolution(
                 config.source.phone_region, SqlIdentityCache(state), workers, os.cpu_count() or 1
             )
             listed = _suppression_lists(config, conn, emails, phones)
-            resolver = Resolver(settings, query, phones, listed, emails)
+            duplicates = _duplicate_emails_beyond_sql(conn, settings, kinds, emails)
+            resolver = Resolver(settings, query, phones, listed, emails, duplicates)
             source_key = origin_key("source", config.source)
             yield Resolution(
                 clock=clock,
@@ -201,6 +211,30 @@ def open_resolution(
         engine.dispose()
         if own_state:
             state.dispose()
+
+
+def _duplicate_emails_beyond_sql(
+    conn: Connection, settings: ResolverSettings, kinds: Mapping[str, str], emails: EmailNormaliser
+) -> frozenset[str]:
+    """Keys whose email only the Python normalisation finds taken (see
+    :mod:`personas.duplicates`): two small queries, and usually the first finds nothing."""
+    unusual = unusual_emails_query(settings, kinds)
+    if unusual is None:
+        return frozenset()
+    groups: set[str] = set()
+    for group, raw in conn.execute(unusual):
+        groups.update(str(g) for g in (group, emails(str(raw))[0]) if g is not None)
+    if not groups:
+        return frozenset()
+    ordered = sorted(groups)
+    rows = [
+        (str(key), raw, bool(first))
+        for start in range(0, len(ordered), EMAIL_GROUPS_PER_QUERY)
+        for key, raw, first in conn.execute(
+            email_groups_query(settings, kinds, ordered[start : start + EMAIL_GROUPS_PER_QUERY])
+        )
+    ]
+    return cross_group_duplicates(rows, emails)
 
 
 def _phone_workers() -> ProcessPoolExecutor | None:

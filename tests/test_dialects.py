@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from personas.query import build_resolver_query
+from personas.query import build_resolver_query, email_groups_query, unusual_emails_query
 from sync.app import example_config_text
 from sync.config import AppConfig
 from sync.config_loader import load_config
@@ -49,3 +49,11 @@ def test_resolver_query_compiles(module: str, dialect_path: str, tmp_path: objec
     sql = str(query.statement.compile(dialect=dialect))
     assert "row_number() OVER" in sql.replace("ROW_NUMBER", "row_number")
     assert "ORDER BY" in sql
+
+    # the second look at emails the SQL may group differently uses the warehouse's own regex
+    unusual = unusual_emails_query(config.resolver_settings(), KINDS)
+    assert unusual is not None
+    unusual_sql = str(unusual.compile(dialect=dialect)).lower()
+    assert "regexp_like" in unusual_sql or "regexp_contains" in unusual_sql, unusual_sql
+    groups = email_groups_query(config.resolver_settings(), KINDS, ["ann@example.com"])
+    assert "row_number() over" in str(groups.compile(dialect=dialect)).lower()

@@ -301,3 +301,25 @@ def test_assignments_do_not_depend_on_the_order_rows_are_stored_in(
     )
     assert list(shuffled) == list(expected)
     assert shuffled == expected
+
+
+def test_emails_equal_only_once_normalised_are_duplicates_on_every_warehouse(
+    people_url: str, tmp_path: Path
+) -> None:
+    """The query groups emails by lower(trim()); a tab, a non-ASCII capital or a punycode
+    domain escape that grouping, and the second customer must still not share the contact."""
+    engine = sa.create_engine(people_url)
+    extra = [
+        (21, "\tann@example.com", None, "US", True, None, 6, 0, RECENT),  # same as 1, after a tab
+        (22, "zoë@example.com", None, "US", True, None, 6, 0, RECENT),
+        (23, "ZOË@example.com", None, "US", True, None, 6, 0, RECENT),  # same as 22, in capitals
+        (24, "user@xn--bcher-kva.example", None, "US", True, None, 6, 0, RECENT),
+        (25, "user@bücher.example", None, "US", True, None, 6, 0, RECENT),  # same as 24, in Unicode
+    ]
+    with engine.begin() as conn:
+        conn.execute(CUSTOMERS.insert(), [dict(zip(CUSTOMERS.c.keys(), row, strict=True)) for row in extra])
+    engine.dispose()
+    assignments = resolve(build_config(people_url, tmp_path))
+    shared = {key: assignments[key].channels["email"].reasons for key in ("1", "21", "22", "23", "24", "25")}
+    assert [k for k, reasons in shared.items() if "duplicate_email" in reasons] == ["21", "23", "25"], shared
+    assert assignments["1"].channels["email"].eligible and assignments["22"].channels["email"].eligible
