@@ -1,6 +1,7 @@
 """A run's results as Markdown: the machine, every figure with its target, the vendors'
 rates and the end state each tool left. ``python -m benchmarks report RESULTS.json``
-writes it to ``docs/performance.md``, which it owns (edit the text here, not there)."""
+writes it to ``docs/performance.md``, which it owns (edit the text here, not there), followed
+by ``benchmarks/findings.md``: what was missed, the profile, and what comes next."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from benchmarks.results import Record, load
 
 NUMBER = re.compile(r"-|-?[\d,]+(\.\d+)?")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+FINDINGS = Path(__file__).resolve().parent / "findings.md"  # hand-written: misses, profiles, next steps
 PREAMBLE = """\
 # Performance
 
@@ -132,6 +134,8 @@ def markdown(run: dict[str, Any], records: list[Record], source: str = "RESULTS.
                   "Against what personasync decides each destination should hold. Extra suppressions "
                   "are not errors: a suppression stays on an address its customer left.", ""]  # fmt: skip
         parts += end_states(records)
+    if FINDINGS.exists():
+        parts += ["", FINDINGS.read_text(encoding="utf-8").rstrip()]
     return "\n".join(parts) + "\n"
 
 
