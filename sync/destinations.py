@@ -35,13 +35,12 @@ def destination_for(
     ``rate_share`` is the part of the vendor's rate limit this process may use: 1/N for each
     of N shards running side by side."""
     if isinstance(config, MailchimpDestinationConfig):
-        per_second = config.requests_per_second
         return mailchimp.build(
             config.name,
             config.api_key.get_secret_value(),
             config.list_id,
             base_url=config.base_url,
-            requests_per_second=per_second * rate_share if per_second is not None else None,
+            requests_per_second=config.requests_per_second * rate_share,
             timeout=(10.0, config.timeout_seconds),
         )
     if isinstance(config, KlaviyoDestinationConfig):

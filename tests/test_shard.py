@@ -96,3 +96,38 @@ def test_a_bad_shard_is_refused_before_anything_runs(tmp_path: Path, value: str)
     assert not (tmp_path / "personasync-state.db").exists()
     with pytest.raises(ShardError):
         Shard.parse(value)
+
+
+def test_each_shard_takes_its_share_of_a_vendors_rate_limit(tmp_path: Path) -> None:
+    """N shards run side by side: each may use 1/N of the account's limit, so together they
+    stay within it (the rate the client's token bucket is built with)."""
+    from sync.config_loader import load_config
+    from sync.destinations import destination_for
+
+    world = make_world(
+        tmp_path,
+        customers=20,
+        extra_config="""
+[[destinations]]
+type = "hubspot"
+name = "hubspot"
+channel = "crm"
+access_token = "pat-test"
+requests_per_ten_seconds = 100
+
+[[destinations]]
+type = "mailchimp"
+name = "mailchimp"
+channel = "email"
+api_key = "0123456789abcdef-us6"
+list_id = "aud1"
+requests_per_second = 8
+""",
+    )
+    config = load_config(world.folder / "personasync.toml")
+    for name in ("hubspot", "mailchimp"):
+        chosen = next(d for d in config.destinations if d.name == name)
+        whole = destination_for(chosen, config.personas).capabilities.requests_per_second
+        quarter = destination_for(chosen, config.personas, rate_share=0.25).capabilities.requests_per_second
+        assert whole is not None and quarter is not None
+        assert quarter == pytest.approx(whole / 4, rel=0.05), name

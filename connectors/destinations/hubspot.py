@@ -112,8 +112,9 @@ class HubSpotDestination:
     """:class:`sync.ports.Destination` for one HubSpot account."""
 
     def __init__(
-        self, name: str, settings: HubSpotSettings, client: ApiClient, ten_second_limit: int
+        self, name: str, settings: HubSpotSettings, client: ApiClient, requests_per_second: float
     ) -> None:
+        """``requests_per_second``: the client's bucket rate (this process's share of the limit)."""
         self.name = name
         self._settings = settings
         self._client = client
@@ -124,7 +125,7 @@ class HubSpotDestination:
             max_batch[ChangeKind.SUPPRESS] = MAX_INPUTS
         self._capabilities = Capabilities(
             max_batch=max_batch,
-            requests_per_second=ten_second_limit / 10,
+            requests_per_second=requests_per_second,
             can_unsuppress=False,  # we never write SUBSCRIBED
         )
 
@@ -510,4 +511,4 @@ def build(
         clock=clock,
         **client_options,
     )
-    return HubSpotDestination(name, settings, client, requests_per_ten_seconds)
+    return HubSpotDestination(name, settings, client, rate)

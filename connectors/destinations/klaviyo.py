@@ -401,12 +401,15 @@ class KlaviyoDestination:
         finished = self._wait_for(client, endpoint, [job for job in jobs if job is not None])
         outcomes: list[dict[str, Any] | list[ChangeResult]] = []
         for job, (_, changes) in zip(jobs, parts, strict=True):
-            status = finished.get(job["id"]) if job is not None else None
-            if job is None or isinstance(status, _Stalled) or status is None:
-                if isinstance(status, _Stalled):
-                    self._stalled[endpoint] = f"not confirmed: {status}; sent again next run"
-                why = str(status) if isinstance(status, _Stalled) else self._stalled[endpoint]
-                outcomes.append([ChangeResult(c, Outcome.RETRYABLE, why) for c in changes])
+            if job is None:  # the queue stalled earlier: not sent
+                outcomes.append(
+                    [ChangeResult(c, Outcome.RETRYABLE, self._stalled[endpoint]) for c in changes]
+                )
+                continue
+            status = finished[str(job["id"])]
+            if isinstance(status, _Stalled):
+                self._stalled[endpoint] = f"not confirmed: {status}; sent again next run"
+                outcomes.append([ChangeResult(c, Outcome.RETRYABLE, str(status)) for c in changes])
             elif status["status"] == "cancelled":
                 why = f"Klaviyo cancelled job {job['id']}"
                 outcomes.append([ChangeResult(c, Outcome.RETRYABLE, why) for c in changes])
