@@ -28,7 +28,7 @@ from sync.ledger import Ledger, RunStatus
 from sync.lock import RunLock, run_lock
 from sync.membership import DestinationSpec, MembershipBuilder
 from sync.plan import DestinationPlan, Limits, judge, plan_json
-from sync.ports import Destination, DestinationError
+from sync.ports import Destination, DestinationError, Finishes
 from sync.shard import Shard
 from sync.spool import PlanError, Section, Spool, read_header, read_sections
 
@@ -258,6 +258,12 @@ def _apply(
             applier.apply(
                 target.destination, section.kind, changes, section.count, tallies[section.destination]
             )
+        for name, target in by_name.items():  # e.g. the file destination merges its runs
+            if isinstance(target.destination, Finishes):
+                try:
+                    target.destination.finish()
+                except DestinationError as exc:
+                    tallies[name].fatal = tallies[name].fatal or str(exc)
         if any(t.fatal for t in tallies.values()):
             status, summary.exit_code = RunStatus.DESTINATION_FATAL, ExitCode.DESTINATION_FATAL
         elif any(t.failures for t in tallies.values()):

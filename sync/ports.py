@@ -137,3 +137,16 @@ class SetsUp(Protocol):
         """Inspect, then (unless ``dry_run``) create what is missing; one step per
         requirement. Raises :class:`DestinationError` when the account cannot be read."""
         ...
+
+
+@runtime_checkable
+class Finishes(Protocol):
+    """A destination with work left once a run's last batch is applied: the file destination
+    merges the runs each batch was written to (``connectors/destinations/file.py``).
+
+    What ``apply`` acknowledged is already durable; ``finish`` only makes it visible."""
+
+    def finish(self) -> None:
+        """Called once per run after every section was applied, also when records failed or
+        the destination had a fatal error. Raises :class:`DestinationError`."""
+        ...
