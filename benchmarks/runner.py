@@ -12,11 +12,20 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import apply, report, resolve, results, sync, targets
+from benchmarks import apply, report, resolve, results, state_location, sync, targets
 from benchmarks.results import Record
 from benchmarks.world import generate
 
-SCENARIOS = ("resolve", "baseline_sql", "dry_run_first", "dry_run_steady", "noop", "apply", "peers")
+SCENARIOS = (
+    "resolve",
+    "baseline_sql",
+    "dry_run_first",
+    "dry_run_steady",
+    "noop",
+    "state_location",
+    "apply",
+    "peers",
+)
 RATE_BOUND = ("apply", "peers")
 
 
@@ -27,6 +36,8 @@ def run_size(customers: int, work: Path, chosen: set[str], apply_up_to: int) -> 
     if "resolve" in chosen:
         records += resolve.run(customers, pristine, work)
     records += sync.run(customers, pristine, work, chosen)
+    if "state_location" in chosen:
+        records += state_location.run(customers, pristine, work)
     if chosen & set(RATE_BOUND) and customers > apply_up_to:
         why = (
             f"{customers:,} customers > --apply-up-to {apply_up_to:,}: the vendors' rate limits make it hours"

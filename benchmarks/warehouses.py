@@ -37,14 +37,18 @@ def _rows(sqlite_path: Path, table: str) -> Iterator[tuple[object, ...]]:
         conn.close()
 
 
-def _load(url: str | sa.URL, copy: Callable[[Any, sa.Table], None]) -> None:
-    """Create the demo's tables at ``url`` and fill each with ``copy(dbapi_cursor, table)``."""
+def _load(url: str | sa.URL, copy: Callable[[Any, sa.Table], None], *, refill: bool = False) -> None:
+    """Create the demo's tables at ``url`` (or, with ``refill``, empty the existing ones) and
+    fill each with ``copy(dbapi_cursor, table)``."""
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     try:
-        DEMO_METADATA.create_all(engine)
+        if not refill:
+            DEMO_METADATA.create_all(engine)
         raw = engine.raw_connection()
         try:
             for table in DATA_TABLES:
+                if refill:
+                    raw.cursor().execute(f"TRUNCATE {table.name}")
                 copy(raw.cursor(), table)
             raw.commit()
         finally:
@@ -53,8 +57,9 @@ def _load(url: str | sa.URL, copy: Callable[[Any, sa.Table], None]) -> None:
         engine.dispose()
 
 
-def to_duckdb(sqlite_path: Path, target: Path) -> str:
-    """Copy the warehouse into a DuckDB file; its SQLAlchemy URL."""
+def to_duckdb(sqlite_path: Path, target: Path, *, refill: bool = False) -> str:
+    """Copy the warehouse into a DuckDB file (with ``refill``, into its existing tables,
+    keeping anything else in the file); its SQLAlchemy URL."""
 
     def copy(cursor: Any, table: sa.Table) -> None:
         staging = target.with_suffix(f".{table.name}.csv")
@@ -65,9 +70,10 @@ def to_duckdb(sqlite_path: Path, target: Path) -> str:
         cursor.execute(f"COPY {table.name} FROM '{staging}' (HEADER false, NULLSTR '{NULL}')")
         staging.unlink()
 
-    target.unlink(missing_ok=True)
+    if not refill:
+        target.unlink(missing_ok=True)
     url = f"duckdb:///{target}"
-    _load(url, copy)
+    _load(url, copy, refill=refill)
     return url
 
 
@@ -75,11 +81,7 @@ def postgres_url() -> str | None:
     return next((os.environ[name] for name in POSTGRES_ENV if os.environ.get(name)), None)
 
 
-@contextmanager
-def in_postgres(sqlite_path: Path, admin_url: str) -> Iterator[str]:
-    """The warehouse in a fresh schema of ``admin_url``'s database; a URL whose search_path
-    is that schema. The schema is dropped on the way out."""
-
+def _postgres_copy(sqlite_path: Path) -> Callable[[Any, sa.Table], None]:
     def copy(cursor: Any, table: sa.Table) -> None:
         booleans = [i for i, c in enumerate(table.columns) if isinstance(c.type, sa.Boolean)]
         with cursor.copy(f"COPY {table.name} FROM STDIN") as rows:
@@ -89,6 +91,19 @@ def in_postgres(sqlite_path: Path, admin_url: str) -> Iterator[str]:
                     values[i] = None if values[i] is None else bool(values[i])
                 rows.write_row(values)
 
+    return copy
+
+
+def refill_postgres(sqlite_path: Path, url: str) -> None:
+    """Replace the rows of the warehouse at ``url`` with the SQLite warehouse's."""
+    _load(url, _postgres_copy(sqlite_path), refill=True)
+
+
+@contextmanager
+def in_postgres(sqlite_path: Path, admin_url: str, *, drop: tuple[str, ...] = ()) -> Iterator[str]:
+    """The warehouse in a fresh schema of ``admin_url``'s database; a URL whose search_path
+    is that schema. The schema (and the schemas ``drop``) are dropped on the way out."""
+    copy = _postgres_copy(sqlite_path)
     schema = f"personasync_bench_{uuid.uuid4().hex[:10]}"
     url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
     admin = sa.create_engine(admin_url, poolclass=sa.NullPool)
@@ -99,5 +114,6 @@ def in_postgres(sqlite_path: Path, admin_url: str) -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            for name in (schema, *drop):
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
         admin.dispose()

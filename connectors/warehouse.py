@@ -105,7 +105,10 @@ def stream_rows(
 ) -> Iterator[sa.Row[Any]]:
     """Rows of ``statement`` fetched ``batch_size`` at a time (server-side cursor where supported),
     so memory stays bounded whatever the table size."""
-    result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
+    # Options for this statement only: Connection.execution_options() would change the
+    # connection for every later statement (a server-side cursor for each, on PostgreSQL).
+    options = {"stream_results": True, "yield_per": batch_size}
+    result = conn.execute(statement, execution_options=options)
     for partition in result.partitions():
         yield from partition
 

@@ -6,17 +6,19 @@ that picks concrete connectors. Orchestrators (Airflow, Dagster) can call it dir
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
-import itertools
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Final
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,7 +61,17 @@ from sync.config import (
 )
 from sync.config_loader import load_config
 from sync.destinations import destination_for
-from sync.engine import SyncOptions, SyncSummary, Target, apply_saved_plan, run_sync
+from sync.engine import (
+    PlanInput,
+    SkippedCustomers,
+    SyncOptions,
+    SyncSummary,
+    Target,
+    apply_saved_plan,
+    run_sync,
+)
+from sync.joint_query import attach_state, joint_statement, verified_statements
+from sync.joint_rows import JointRows
 from sync.ledger import FailureRecord, Ledger, RunRecord
 from sync.membership import DestinationSpec
 from sync.plan import Limits
@@ -67,9 +79,11 @@ from sync.ports import DestinationError, SetsUp, SetupStatus, SetupStep
 from sync.state import RESTORE as STATE_RESTORE
 from sync.state import SqlIdentityCache, StateError, create_state_engine, migrate
 from sync.validate import Check, describe, origin_key, validate_against
+from sync.verified import VerifiedKeys, config_digest
 
 EXAMPLE_CONFIG_NAME = "config.example.toml"
 DEMO_DIR_PREFIX = "personasync-demo/"  # how config.example.toml refers to the demo folder
+NOT_STREAMED: Final = {"stream_results": False}
 EMAIL_GROUPS_PER_QUERY = 500  # values in one IN (...) list, under every driver's limit
 
 
@@ -114,25 +128,41 @@ class Resolution:
     source_key: str  # "source.table" or "source.query", for messages
     kinds: Mapping[str, str]  # the source's columns and their kinds
     phones: PhoneNormaliser
+    listed: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # kind -> identifier -> sources
+    python_duplicates: frozenset[str] = frozenset()  # keys whose email only Python finds taken
 
-    def assignments(self) -> Iterator[Assignment]:
+    def assignments(self, rows: Iterable[Sequence[object]] | None = None) -> Iterator[Assignment]:
+        """The assignments of ``rows`` (default: the resolver query's, run here)."""
         try:
-            yield from self.resolver.assignments(stream_rows(self.conn, self.query.statement))
+            source = rows if rows is not None else stream_rows(self.conn, self.query.statement)
+            yield from self.resolver.assignments(source)
         except SQLAlchemyError as exc:
             message = f"the resolver query failed: {driver_message(exc)}"
             raise ResolveProblem(self.source_key, message) from None
         except ResolveError as exc:
             raise ResolveProblem(self.source_key, str(exc)) from None
 
+    def rows(self, statement: sa.Executable, *, stream: bool = True) -> Iterator[Sequence[Any]]:
+        """``statement``'s rows (streamed, or fetched at once for a few rows); a failure is the
+        resolver query's, as in :meth:`assignments`."""
+        try:
+            if stream:
+                yield from stream_rows(self.conn, statement)
+            else:  # explicitly: an earlier stream leaves the option on the connection
+                yield from self.conn.execute(statement, execution_options=NOT_STREAMED).all()
+        except SQLAlchemyError as exc:
+            message = f"the resolver query failed: {driver_message(exc)}"
+            raise ResolveProblem(self.source_key, message) from None
+
 
 def open_state(config: AppConfig) -> Engine:
     """An engine on the state store, migrated to this version. Raises :class:`ResolveProblem`
     naming the store and what to do."""
-    assert config.state.url is not None  # the loader fills in the default
-    shown_url = display_url(config.state.url)
+    url, schema = config.state_store()
+    shown_url = display_url(url) + (f" (schema {schema})" if schema else "")
     state = None
     try:
-        state = create_state_engine(database_url(config.state.url))
+        state = create_state_engine(database_url(url), schema)
         migrate(state)
     except (StateError, SQLAlchemyError) as exc:
         if state is not None:
@@ -161,8 +191,11 @@ def open_resolution(
     Raises :class:`ResolveProblem`."""
     settings = config.resolver_settings()
     shown_url = display_url(config.warehouse.url)
+    url = database_url(config.warehouse.url)
+    # DuckDB opens a file once per process, read-only or not: with the state in it, not.
+    read_only = not (config.state.in_warehouse and url.get_backend_name() == "duckdb")
     try:
-        engine = create_warehouse_engine(database_url(config.warehouse.url), read_only=True)
+        engine = create_warehouse_engine(url, read_only=read_only)
     except WarehouseError as exc:
         raise ResolveProblem("warehouse.url", f"{shown_url}: {exc}") from None
     try:
@@ -194,7 +227,8 @@ def open_resolution(
             )
             listed = _suppression_lists(config, conn, emails, phones)
             duplicates = _duplicate_emails_beyond_sql(conn, settings, kinds, emails)
-            resolver = Resolver(settings, query, phones, listed, emails, duplicates)
+            indexes = {kind: IdentifierIndex(masks.items()) for kind, masks in listed.items()}
+            resolver = Resolver(settings, query, phones, indexes, emails, duplicates)
             source_key = origin_key("source", config.source)
             yield Resolution(
                 clock=clock,
@@ -204,6 +238,8 @@ def open_resolution(
                 source_key=source_key,
                 kinds=kinds,
                 phones=phones,
+                listed=listed,
+                python_duplicates=duplicates,
             )
     finally:
         if workers is not None:
@@ -251,9 +287,10 @@ def _phone_workers() -> ProcessPoolExecutor | None:
 
 def _suppression_lists(
     config: AppConfig, conn: Connection, emails: EmailNormaliser, phones: PhoneNormaliser
-) -> dict[str, IdentifierIndex]:
-    """An index per identifier kind of every suppression source matched on email or phone."""
-    entries: dict[str, list[Iterator[tuple[str, int]]]] = {"email": [], "phone": []}
+) -> dict[str, dict[str, int]]:
+    """Per identifier kind, every identifier listed by a suppression source matched on email
+    or phone, normalised, with the bitmask of the sources listing it."""
+    listed: dict[str, dict[str, int]] = {}
     for i, suppression in enumerate(config.suppressions):
         if suppression.match_on == "key":
             continue
@@ -262,10 +299,10 @@ def _suppression_lists(
         except SQLAlchemyError as exc:
             key = origin_key(f"suppressions[{i}]", suppression)
             raise ResolveProblem(key, driver_message(exc)) from None
-        entries[suppression.match_on].append(
-            suppression_entries(values, 1 << i, suppression.match_on, emails, phones)
-        )
-    return {kind: IdentifierIndex(itertools.chain(*parts)) for kind, parts in entries.items() if parts}
+        masks = listed.setdefault(suppression.match_on, {})
+        for value, bit in suppression_entries(values, 1 << i, suppression.match_on, emails, phones):
+            masks[value] = masks.get(value, 0) | bit
+    return listed
 
 
 def preview(config: AppConfig, clock: datetime) -> Preview:
@@ -375,13 +412,13 @@ def _destination_checks(config: AppConfig) -> list[Check]:
 
 
 def _state_checks(config: AppConfig) -> list[Check]:
-    assert config.state.url is not None  # the loader fills in the default
-    url = database_url(config.state.url)
+    secret, schema = config.state_store()
+    url = database_url(secret)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         folder = Path(url.database).parent
         if not folder.is_dir():
             return [Check(False, "state.url", f"folder {folder} for the state file does not exist")]
-    return [Check(True, "state", display_url(config.state.url))]
+    return [Check(True, "state", display_url(secret) + (f" (schema {schema})" if schema else ""))]
 
 
 def example_config_text() -> str:
@@ -479,13 +516,83 @@ def sync(
     try:
 
         @contextmanager
-        def assignments(engine: Engine) -> Iterator[Iterator[Assignment]]:
+        def planned_from(engine: Engine) -> Iterator[PlanInput]:
             with open_resolution(config, when, state=engine) as run:
-                yield run.assignments()
+                yield _plan_input(run, config, engine, chosen, options)
 
-        return run_sync(state, chosen, assignments, options, progress)
+        return run_sync(state, chosen, planned_from, options, progress)
     finally:
         state.dispose()
+
+
+def _plan_input(
+    run: Resolution, config: AppConfig, state: Engine, targets: Sequence[Target], options: SyncOptions
+) -> PlanInput:
+    """What the run plans from: where the state store can be read from the warehouse
+    connection, only the customers not verified in sync leave the warehouse
+    (:mod:`sync.joint_query`); otherwise every customer and every ledger row.
+
+    Every sending run forgets the verified customers it plans, before it sends; only the
+    unsharded sending run records them again (:mod:`sync.verified`).
+    """
+    names = [t.spec.name for t in targets]
+    writes = not options.dry_run and options.shard is None and not options.full_resync
+    verified = VerifiedKeys(state, _config_digest(run, config, targets), names, writes)
+    plain = options.full_resync or options.recheck_all or options.shard is not None  # a shard counts each
+    _, state_schema = config.state_store()
+    schema = None if plain else state_schema or attach_state(run.conn, state)
+    if schema is None:
+        recorder = None if options.dry_run else verified.recorder(iter(()))  # forgets only
+        return PlanInput(run.assignments(), None, recorder)
+    verified.refresh_lists(run.listed)
+    # A new transaction, so the warehouse connection sees the customers just forgotten:
+    # DuckDB (like any snapshot-isolated database) reads one snapshot per transaction.
+    run.conn.rollback()
+    settings = config.resolver_settings()
+    dialect = run.conn.dialect.name
+    customers, ledger = verified_statements(settings, run.kinds, schema, names, verified.config, dialect)
+    if dialect == "postgresql":  # a server-side cursor otherwise plans for the first rows: nested loops
+        run.conn.exec_driver_sql("SET cursor_tuple_fraction = 1.0", execution_options=NOT_STREAMED)
+    [(in_source,)] = list(run.rows(customers, stream=False))
+    per_destination = {
+        str(row[0]): (int(row[1]), int(row[2]), int(row[3])) for row in run.rows(ledger, stream=False)
+    }
+    statement = joint_statement(settings, run.kinds, run.query, schema, names, verified.config, dialect)
+    joint = JointRows(run.rows(statement), len(run.query.statement.selected_columns))
+
+    def skipped() -> SkippedCustomers:
+        """The verified customers in the source, less those fetched after all."""
+        left_out = {}
+        for name, totals in per_destination.items():
+            fetched = joint.verified_ledger.get(name, [0, 0, 0])
+            left_out[name] = (totals[0] - fetched[0], totals[1] - fetched[1], totals[2] - fetched[2])
+        return SkippedCustomers(int(in_source) - joint.verified_fetched, left_out)
+
+    recorder = None if options.dry_run else verified.recorder(joint.fetched())
+    return PlanInput(run.assignments(joint.source_rows()), joint.ledger_rows(), recorder, skipped)
+
+
+def _config_digest(run: Resolution, config: AppConfig, targets: Sequence[Target]) -> str:
+    """Everything besides a customer's source row that decides what is sent to them."""
+    versions: dict[str, str | None] = {}
+    for package in ("personasync", "phonenumbers", "email-validator", "sqlalchemy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return config_digest(
+        {
+            "resolver": config.model_dump(
+                mode="json", include={"source", "consent", "suppressions", "personas", "assignment"}
+            ),
+            "destinations": [
+                [t.spec.name, t.spec.channel, t.spec.naming.prefix, sorted(t.spec.naming.names.items())]
+                for t in targets
+            ],
+            "versions": versions,
+            "python_duplicates": sorted(run.python_duplicates),
+        }
+    )
 
 
 def apply_plan(

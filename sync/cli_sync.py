@@ -67,7 +67,9 @@ def _start(config: Path, output_format: str, log_format: str, quiet: bool) -> tu
 
 def sync_command(
     config: Path = CONFIG_OPTION,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print; send nothing, write no state."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Plan and print; send nothing, record nothing (caches aside)."
+    ),
     destination: list[str] = typer.Option(
         [], "--destination", "-d", help="Only this destination (repeatable); default: all."
     ),
@@ -82,6 +84,11 @@ def sync_command(
     ),
     allow_large_changes: bool = typer.Option(
         False, "--allow-large-changes", help="Go ahead even when a guardrail would block the run."
+    ),
+    recheck_all: bool = typer.Option(
+        False,
+        "--recheck-all",
+        help="Plan every customer in personasync, none skipped in the warehouse as verified in sync.",
     ),
     retry_failed: bool = typer.Option(
         False,
@@ -114,6 +121,7 @@ def sync_command(
         retry_failed=retry_failed,
         plan_out=plan_out,
         shard=chosen_shard,
+        recheck_all=recheck_all,
     )
     try:
         with config_problems(config, redact), _progress(quiet or dry_run, output_format) as progress:

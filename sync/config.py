@@ -68,6 +68,9 @@ class WarehouseConfig(StrictModel):
     url: DatabaseUrl = Field(description="SQLAlchemy URL of the warehouse, read-only access.")
 
 
+STATE_IN_WAREHOUSE: Final = ("postgresql", "duckdb")  # dialects tested with the state in a schema
+
+
 class StateConfig(StrictModel):
     url: DatabaseUrl | None = Field(
         default=None,
@@ -78,6 +81,30 @@ class StateConfig(StrictModel):
         gt=0,
         description="A run lock without a heartbeat for this long is stale (its run died) and is taken over.",
     )
+    location: Literal["separate", "warehouse"] = Field(
+        default="separate",
+        description="'separate': the store at url; 'warehouse': in a schema of the warehouse itself "
+        "(PostgreSQL, DuckDB), so a steady run's diff is one query where the data lives.",
+    )
+    schema_name: str = Field(
+        default="personasync",
+        alias="schema",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="With location = 'warehouse': the schema personasync creates and writes its tables in.",
+    )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> StateConfig:
+        if self.location == "warehouse" and self.url is not None:
+            raise ValueError(
+                "url: leave it unset with location = 'warehouse' (the state goes into the warehouse's "
+                f"schema {self.schema_name!r})"
+            )
+        return self
+
+    @property
+    def in_warehouse(self) -> bool:
+        return self.location == "warehouse"
 
 
 def _check_tag_text(value: str) -> str:
@@ -388,6 +415,32 @@ class AppConfig(StrictModel):
     destinations: list[Annotated[DestinationConfig, BeforeValidator(_check_destination_type)]] = Field(
         default_factory=list, description="Where persona tags and suppressions are sent."
     )
+
+    @model_validator(mode="after")
+    def _state_in_the_warehouse(self) -> AppConfig:
+        """With ``[state] location = "warehouse"`` the state store is the warehouse itself."""
+        if not self.state.in_warehouse:
+            return self
+        backend = database_url(self.warehouse.url).get_backend_name()
+        if backend not in STATE_IN_WAREHOUSE:
+            raise ValueError(
+                "state.location: 'warehouse' needs a warehouse with schemas "
+                f"({', '.join(STATE_IN_WAREHOUSE)}); this one is {backend}"
+                + (
+                    " (a SQLite warehouse and a SQLite state file are joined without it)"
+                    if backend == "sqlite"
+                    else ""
+                )
+            )
+        return self
+
+    def state_store(self) -> tuple[SecretStr, str | None]:
+        """(URL, schema) of the state store: with ``location = "warehouse"`` the warehouse's URL
+        and the schema to keep the state in; otherwise ``[state] url`` and None."""
+        if self.state.in_warehouse:
+            return self.warehouse.url, self.state.schema_name
+        assert self.state.url is not None  # the loader fills in the default
+        return self.state.url, None
 
     @model_validator(mode="after")
     def _destinations_fit_the_personas(self) -> AppConfig:

@@ -132,7 +132,7 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
         if isinstance(block, dict) and isinstance(block.get("url"), str):
             block["url"] = _absolute_file_url(block["url"], base)
     state = data.setdefault("state", {})
-    if isinstance(state, dict) and "url" not in state:
+    if isinstance(state, dict) and "url" not in state and state.get("location") != "warehouse":
         state["url"] = f"sqlite:///{base / DEFAULT_STATE_FILE}"
     for destination in data.get("destinations", []) if isinstance(data.get("destinations"), list) else []:
         if isinstance(destination, dict) and isinstance(destination.get("path"), str):

@@ -12,13 +12,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from personas.model import Assignment
 from sync.apply import Applier, DestinationTally, NoProgress, Progress
@@ -31,11 +31,48 @@ from sync.plan import DestinationPlan, Limits, judge, plan_json
 from sync.ports import Destination, DestinationError, Finishes
 from sync.shard import Shard
 from sync.spool import PlanError, Section, Spool, read_header, read_sections
+from sync.verified import expected_state, forget_verified
 
 HEARTBEAT_SECONDS = 60  # while planning, refresh the run lock this often
 
-AssignmentSource = Callable[[Engine], AbstractContextManager[Iterable[Assignment]]]
-"""Opens the resolver on the given state store and yields the key-ordered assignments."""
+
+class PlanObserver(Protocol):
+    """Told of every customer planned, and when sending starts and ends (the verified keys of
+    :mod:`sync.verified`)."""
+
+    def planned(
+        self, key: str, assignment: Assignment | None, expected: Sequence[str], unchanged: bool
+    ) -> None: ...
+
+    def before_apply(self, guard: Callable[[Connection], None] | None = None) -> None: ...
+
+    def after_apply(self, guard: Callable[[Connection], None] | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SkippedCustomers:
+    """Customers the warehouse left out as verified in sync: what the plan counts of them."""
+
+    customers: int
+    ledger: Mapping[str, tuple[int, int, int]]  # destination -> (in ledger, tagged, tagged or suppressed)
+
+
+@dataclass
+class PlanInput:
+    """What a run plans from: the key-ordered assignments and, when the warehouse already
+    left out customers verified in sync, the ledger rows of the others (None: every ledger
+    row of the run's destinations, read here)."""
+
+    assignments: Iterable[Assignment]
+    acknowledged: Iterable[Acknowledged] | None = None
+    observer: PlanObserver | None = None
+    skipped: Callable[[], SkippedCustomers] | None = None  # known once the assignments are read
+
+
+AssignmentSource = Callable[[Engine], AbstractContextManager[PlanInput]]
+"""Opens the resolver on the given state store and yields what the run plans from."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +84,7 @@ class SyncOptions:
     plan_out: Path | None = None
     lock_timeout: timedelta = timedelta(hours=2)
     shard: Shard | None = None  # only the customers of this shard, under this shard's lock
+    recheck_all: bool = False  # skip no customer as verified in sync (sync/verified.py)
 
 
 @dataclass(frozen=True)
@@ -75,6 +113,7 @@ class SyncSummary:
     # changes an interrupted run sent without recording the answer, now counted as sent
     settled_intents: int = 0
     shard: str | None = None  # "I/N" for a sharded run
+    skipped_verified: int = 0  # customers left in the warehouse as verified in sync
 
     @property
     def blocked(self) -> bool:
@@ -91,6 +130,7 @@ class SyncSummary:
             "message": self.message,
             "settled_intents": self.settled_intents,
             "shard": self.shard,
+            "skipped_verified": self.skipped_verified,
             "destinations": [
                 {
                     **plan,
@@ -117,7 +157,7 @@ def run_sync(
     lock: AbstractContextManager[RunLock | None] = (
         nullcontext() if options.dry_run else run_lock(state, options.lock_timeout, options.shard)
     )
-    with lock as held, Spool() as spool:
+    with lock as held, Spool() as spool, ExitStack() as cleanup:
         settled = ledger.settle_intents() if held is not None else 0
         store_id, version = ledger.version()
         plans = [
@@ -125,8 +165,18 @@ def run_sync(
             for t in targets
         ]
         beat = held.heartbeat if held is not None else None
-        with assignments(state) as stream:
-            source_rows = _plan(stream, ledger, state, targets, plans, spool, options, beat)
+        with assignments(state) as planned_from:
+            observer = planned_from.observer
+            if observer is not None:
+                cleanup.callback(observer.close)
+            source_rows = _plan(planned_from, ledger, state, targets, plans, spool, options, beat)
+            skipped_verified = 0
+            if planned_from.skipped is not None:
+                skipped = planned_from.skipped()
+                source_rows += skipped.customers
+                skipped_verified = skipped.customers
+                for plan in plans:
+                    plan.add_verified(*skipped.ledger.get(plan.name, (0, 0, 0)))
         spool.finish()
         for plan in plans:
             judge(plan, source_rows, options.allow_large_changes)
@@ -153,6 +203,7 @@ def run_sync(
             checks=checks,
             settled_intents=settled,
             shard=str(options.shard) if options.shard is not None else None,
+            skipped_verified=skipped_verified,
         )
         if any(plan.blocked for plan in plans):
             summary.exit_code, summary.status = ExitCode.GUARDRAIL, RunStatus.BLOCKED.value
@@ -162,6 +213,8 @@ def run_sync(
             summary.seconds = time.monotonic() - started
             return summary
         assert held is not None
+        if observer is not None:
+            observer.before_apply(held.confirm)  # forget planned customers before sending anything
         if summary.exit_code is ExitCode.GUARDRAIL:
             run_id = ledger.start_run("sync", socket.gethostname(), os.getpid())
             summary.run_id = run_id
@@ -169,11 +222,14 @@ def run_sync(
             ledger.finish_run(run_id, RunStatus.BLOCKED, summary.as_json())
             return summary
         sections = [(s, spool.changes(s)) for s in spool.sections(names)]
-        return _apply(ledger, held, targets, sections, summary, progress or NoProgress(), "sync", started)
+        summary = _apply(ledger, held, targets, sections, summary, progress or NoProgress(), "sync", started)
+        if observer is not None:
+            observer.after_apply(held.confirm)
+        return summary
 
 
 def _plan(
-    stream: Iterable[Assignment],
+    planned_from: PlanInput,
     ledger: Ledger,
     state: Engine,
     targets: Sequence[Target],
@@ -190,9 +246,12 @@ def _plan(
     names = [t.spec.name for t in targets]
     next_beat = time.monotonic() + HEARTBEAT_SECONDS
     builders = [MembershipBuilder(t.spec) for t in targets]
+    observer = planned_from.observer
     with state.connect() as conn:
-        rows = ledger.acknowledged(conn, names)
-        for aligned in align(stream, rows):
+        rows = planned_from.acknowledged
+        if rows is None:
+            rows = ledger.acknowledged(conn, names)
+        for aligned in align(planned_from.assignments, rows):
             if options.shard is not None and not options.shard.holds(aligned.key):
                 continue  # another shard's customer: neither planned nor counted here
             assignment = aligned.assignment
@@ -204,12 +263,17 @@ def _plan(
             by_destination: dict[str, list[Acknowledged]] = {}
             for row in aligned.acknowledged:  # usually one row, often none
                 by_destination.setdefault(row.destination, []).append(row)
+            expected: list[str] = []
+            all_unchanged = True
             for build, plan in zip(builders, plans, strict=True):
                 acknowledged = by_destination.get(plan.name, ())
                 desired = build(assignment) if assignment is not None else None
+                if desired is not None:
+                    expected.append(expected_state(desired))
                 if desired is not None and not options.full_resync and unchanged(desired, acknowledged):
                     plan.add_unchanged(desired.tags, desired.suppressed, bool(acknowledged))
                     continue
+                all_unchanged = False
                 diff = diff_key(
                     desired,
                     acknowledged,
@@ -221,6 +285,8 @@ def _plan(
                 changes = plan.add(diff, bool(acknowledged), suppressed)
                 if changes:
                     spool.write(plan.name, changes)
+            if observer is not None:
+                observer.planned(aligned.key, assignment, expected, all_unchanged)
     return source_rows
 
 
@@ -306,6 +372,7 @@ def apply_saved_plan(
                 + ("" if store_id == header.get("store_id") else ", and it is another state store")
                 + "); make a new plan with `personasync sync --dry-run --plan-out`"
             )
+        forget_verified(state)  # the plan's changes are not followed key by key: verify afresh
         summary = SyncSummary(
             False, ExitCode.OK, "running", plans, header.get("source_rows"), settled_intents=settled
         )

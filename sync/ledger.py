@@ -144,7 +144,8 @@ class Ledger:
             return
         at = now_text()
         with self._engine.begin() as conn:
-            rows = self._load(conn, destination, {(o.change.key, o.change.address) for o in outcomes})
+            keys = sorted({o.change.key for o in outcomes})
+            rows = self._load(conn, destination, keys)  # every row of these keys, touched or not
             failed: set[tuple[str, str]] = set()
             touched: set[tuple[str, str]] = set()
             for outcome in outcomes:
@@ -161,25 +162,19 @@ class Ledger:
             for ident in touched - failed:
                 rows[ident]["failed_fingerprint"] = None
                 rows[ident]["failure"] = None
-            m = MEMBERSHIPS
-            conn.execute(
-                m.delete().where(
-                    m.c.destination == destination,
-                    m.c.key == sa.bindparam("k"),
-                    m.c.address == sa.bindparam("a"),
-                ),
-                [{"k": key, "a": address} for key, address in touched],
-            )
-            keep = []
             for ident in touched:
                 row = rows[ident]
-                if row["tags"] or row["suppressed"] or row["failed_fingerprint"]:
-                    row["fingerprint"] = fingerprint(
-                        row["address"], split_tags(row["tags"]), row["suppressed"]
-                    )
-                    row["run_id"] = run_id
-                    row["changed_at"] = at
-                    keep.append(row)
+                row["fingerprint"] = fingerprint(row["address"], split_tags(row["tags"]), row["suppressed"])
+                row["run_id"] = run_id
+                row["changed_at"] = at
+            # The keys' rows are replaced as a whole: one DELETE per batch of keys, not one per row.
+            m = MEMBERSHIPS
+            for start in range(0, len(keys), READ_BATCH):
+                batch = keys[start : start + READ_BATCH]
+                conn.execute(m.delete().where(m.c.destination == destination, m.c.key.in_(batch)))
+            keep = [
+                row for row in rows.values() if row["tags"] or row["suppressed"] or row["failed_fingerprint"]
+            ]
             if keep:
                 conn.execute(m.insert(), keep)
             conn.execute(OUTCOMES.insert(), [_outcome_row(run_id, destination, o, at) for o in outcomes])
@@ -240,19 +235,17 @@ class Ledger:
         return len(rows)
 
     def _load(
-        self, conn: Connection, destination: str, idents: set[tuple[str, str]]
+        self, conn: Connection, destination: str, keys: Sequence[str]
     ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every ledger row of ``keys`` on ``destination``, by (key, address)."""
         m = MEMBERSHIPS
-        keys = sorted({key for key, _ in idents})
         found: dict[tuple[str, str], dict[str, Any]] = {}
         query = sa.select(m).where(
             m.c.destination == destination, m.c.key.in_(sa.bindparam("keys", expanding=True))
         )
         for start in range(0, len(keys), READ_BATCH):
             for row in conn.execute(query, {"keys": keys[start : start + READ_BATCH]}).mappings():
-                ident = (row["key"], row["address"])
-                if ident in idents:
-                    found[ident] = dict(row)
+                found[(row["key"], row["address"])] = dict(row)
         return found
 
     # --- runs ----------------------------------------------------------------------------
@@ -315,6 +308,9 @@ class Ledger:
 
 
 def _delete_intents(conn: Connection, destination: str, changes: Sequence[Change]) -> None:
+    pending = sa.select(sa.exists().where(INTENTS.c.destination == destination))
+    if not changes or not conn.execute(pending).scalar():
+        return  # the usual case: one cheap read instead of a DELETE per change
     conn.execute(
         INTENTS.delete().where(
             INTENTS.c.destination == destination,

@@ -70,6 +70,14 @@ class DestinationPlan:
         if tags or suppressed:
             self.addressed_after += 1
 
+    def add_verified(self, in_ledger: int, tagged: int, addressed: int) -> None:
+        """Count customers left in the warehouse as verified in sync (see :mod:`sync.verified`):
+        :meth:`add_unchanged` in bulk."""
+        self.tagged_before += tagged
+        self.tagged_after += tagged
+        self.known_before += in_ledger
+        self.addressed_after += addressed
+
     def add(self, diff: KeyDiff, in_ledger: bool, suppressed_after: bool) -> list[Change]:
         """Count one customer's diff; returns the changes to spool."""
         self.held += diff.held

@@ -104,6 +104,8 @@ def _closing_line(summary: Mapping[str, Any]) -> str:
     customers = f"{summary['source_rows']:,} customers"
     if summary.get("shard"):
         customers += f" of shard {summary['shard']}"
+    if summary.get("skipped_verified"):
+        customers += f" ({summary['skipped_verified']:,} verified in sync, checked in the warehouse)"
     if summary["dry_run"]:
         verdict = "blocked by a guardrail" if summary["status"] == "blocked" else "nothing was sent"
         return f"\nDry run: {total:,} change(s) planned for {customers}; {verdict}; state unchanged."

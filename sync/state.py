@@ -19,12 +19,19 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
 METADATA = sa.MetaData()
+
+
+def _serial(table: str, column: str) -> sa.Sequence:
+    """The id sequence, named as PostgreSQL's SERIAL names it (so stores created with SERIAL
+    keep working): DuckDB has no SERIAL; SQLite ignores sequences (its rowid counts)."""
+    return sa.Sequence(f"{table}_{column}_seq")
+
 
 SCHEMA_MIGRATIONS = sa.Table(
     "schema_migrations",
@@ -66,7 +73,7 @@ MEMBERSHIPS = sa.Table(
 RUNS = sa.Table(
     "runs",
     METADATA,
-    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, _serial("runs", "run_id"), primary_key=True, autoincrement=True),
     sa.Column("command", sa.String(20), nullable=False),  # sync | apply
     sa.Column("status", sa.String(20), nullable=False),  # running, succeeded, ... (sync/ledger.py)
     sa.Column("started_at", sa.String(40), nullable=False),
@@ -78,7 +85,7 @@ RUNS = sa.Table(
 OUTCOMES = sa.Table(
     "record_outcomes",
     METADATA,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, _serial("record_outcomes", "id"), primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.Integer, nullable=False, index=True),
     sa.Column("destination", sa.String(63), nullable=False),
     sa.Column("key", sa.Text, nullable=False),
@@ -88,7 +95,7 @@ OUTCOMES = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),  # applied | failed_retryable | failed_permanent
     sa.Column("reason", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("at", sa.String(40), nullable=False, quote=True),
 )
 LEDGER_META = sa.Table(
     "ledger_meta",
@@ -116,15 +123,45 @@ INTENTS = sa.Table(
     # A change whose repetition has a side effect (an SMS unsubscribe texts the person) is
     # written here before it is sent and deleted when its outcome is committed. One still
     # here at the start of a run was sent by a run that died: it counts as sent.
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, _serial("intents", "id"), primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.Integer, nullable=False),
     sa.Column("destination", sa.String(63), nullable=False),
     sa.Column("key", sa.Text, nullable=False),
     sa.Column("address", sa.Text, nullable=False),
     sa.Column("change", sa.String(20), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # the Change, as the spool encodes it
-    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("at", sa.String(40), nullable=False, quote=True),
     sa.Index("ix_intents_record", "destination", "key", "address"),
+)
+
+
+# --- keys verified in sync, skipped in the warehouse on the next run (migration 4) -----------
+VERIFIED_KEYS = sa.Table(
+    "verified_keys",
+    METADATA,
+    # A customer whose every destination was verified to hold exactly what the source row
+    # with this digest asks for, under this config (sync/verified.py). A run whose source
+    # row still has the digest skips the customer in the warehouse: nothing to send.
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("row_digest", sa.Text, nullable=False),  # computed by the warehouse, compared there
+    sa.Column("config", sa.String(16), nullable=False),  # config_digest of the run that verified it
+    # Stable hashes of the identifiers the email and phone suppression lists are matched on,
+    # so a change to a list finds the customers it affects (sync/verified.py).
+    sa.Column("email_h", sa.BigInteger),
+    sa.Column("phone_h", sa.BigInteger),
+    sa.Column("digits_h", sa.BigInteger),
+    sa.Index("ix_verified_email", "email_h"),
+    sa.Index("ix_verified_phone", "phone_h"),
+    sa.Index("ix_verified_digits", "digits_h"),
+)
+LISTED_IDENTIFIERS = sa.Table(
+    "listed_identifiers",
+    METADATA,
+    # The email and phone suppression lists as the verified keys were verified against:
+    # one stable hash per (kind, identifier, sources listing it).
+    sa.Column("entry", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(5), nullable=False),  # email | phone
+    sa.Column("value_h", sa.BigInteger, nullable=False),
 )
 
 
@@ -153,6 +190,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "identity cache", _create(IDENTITY_CACHE)),
     Migration(2, "sync ledger: memberships, runs, record outcomes, lock", _create_ledger),
     Migration(3, "intents: changes sent at most once", _create(INTENTS)),
+    Migration(4, "verified keys, skipped in the warehouse", _create(VERIFIED_KEYS, LISTED_IDENTIFIERS)),
 )
 LOOKUP_BATCH: Final = 2_000  # identifiers per IN (...) lookup; under every driver's limit
 NOT_OURS: Final = "not a personasync state store"
@@ -164,8 +202,12 @@ class StateError(Exception):
     personasync. The message says what to do."""
 
 
-def create_state_engine(url: URL) -> Engine:
-    """An engine on the state store; a SQLite file (and its folder must exist) is created."""
+def create_state_engine(url: URL, schema: str | None = None) -> Engine:
+    """An engine on the state store; a SQLite file (and its folder must exist) is created.
+
+    ``schema``: keep the tables in this schema (created if missing) of the database, as
+    ``[state] location = "warehouse"`` does; every connection starts in it.
+    """
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         path = Path(url.database)
         if not path.parent.is_dir():
@@ -177,7 +219,24 @@ def create_state_engine(url: URL) -> Engine:
     engine = sa.create_engine(url)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    if schema is not None:
+        sa.event.listen(engine, "connect", _in_schema(url.get_backend_name(), schema))
     return engine
+
+
+def _in_schema(backend: str, schema: str) -> Callable[[Any, object], None]:
+    """A connect hook creating ``schema`` if missing and making it the connection's own."""
+    quoted = '"' + schema.replace('"', '""') + '"'
+    use = f"SET search_path TO {quoted}" if backend == "postgresql" else f"SET schema = '{schema}'"
+
+    def enter(dbapi_connection: Any, _record: object) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        cursor.execute(use)
+        cursor.close()
+        dbapi_connection.commit()
+
+    return enter
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -240,7 +299,7 @@ def _applied_versions(conn: Connection) -> set[int]:
                 "point [state] url at a file of its own"
             )
         return set()
-    columns = {column["name"] for column in inspector.get_columns(SCHEMA_MIGRATIONS.name)}
+    columns = _column_names(conn, SCHEMA_MIGRATIONS.name)
     versions = set(conn.scalars(sa.select(SCHEMA_MIGRATIONS.c.version))) if "version" in columns else set()
     ours = columns == set(SCHEMA_MIGRATIONS.c.keys()) and all(isinstance(v, int) for v in versions)
     if not ours or (versions and 1 not in versions):  # personasync records 1, 2, ... from the first run
@@ -259,7 +318,9 @@ def _check_schema(engine: Engine) -> None:
         for table in METADATA.sorted_tables:
             if table.name not in tables:
                 raise StateError(f"the state store is damaged: table {table.name!r} is missing; {RESTORE}")
-            columns = {column["name"] for column in inspector.get_columns(table.name)}
+            columns = set(
+                conn.execute(sa.select(sa.text("*")).select_from(sa.table(table.name)).limit(0)).keys()
+            )
             missing = [column.name for column in table.c if column.name not in columns]
             if missing:
                 raise StateError(
@@ -267,6 +328,11 @@ def _check_schema(engine: Engine) -> None:
                 )
         if conn.execute(sa.select(sa.func.count()).select_from(LEDGER_META)).scalar_one() != 1:
             raise StateError(f"the state store is damaged: table 'ledger_meta' lost its row; {RESTORE}")
+
+
+def _column_names(conn: Connection, table: str) -> set[str]:
+    """A table's columns, read off an empty result (the inspector fails on DuckDB's catalog)."""
+    return set(conn.execute(sa.select(sa.text("*")).select_from(sa.table(table)).limit(0)).keys())
 
 
 def _listed(names: list[str], limit: int = 5) -> str:
@@ -277,35 +343,65 @@ def _listed(names: list[str], limit: int = 5) -> str:
 class SqlIdentityCache:
     """:class:`personas.identity.IdentityCache` in the state store."""
 
+    # SQLite pages kept in memory by a connection that looks phones up (KiB, as PRAGMA
+    # cache_size takes them): a run looks up every customer's phone, and with the default
+    # 2 MiB nearly every lookup reads its pages from the file again. 16 MiB holds the whole
+    # digest index at a million phones (12 MiB) and halves the time spent in system calls.
+    SQLITE_PAGE_CACHE_KIB: Final = 16_384
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def lookup(self, namespace: str, raws: Collection[str]) -> dict[str, str]:
         found: dict[str, str] = {}
+        digest = self._digester(namespace)
+        digests = [digest(raw) for raw in raws]
         with self._engine.connect() as conn:
             # Plain driver SQL: this runs once per 2,000 phones on every run, and compiling an
-            # expanding IN (...) each time cost more than the lookup itself.
-            marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            # expanding IN (...) each time cost more than the lookup itself. The rows are read
+            # as the driver's tuples, through the result's fetch strategy (no Row objects).
+            qmark = conn.dialect.paramstyle == "qmark" or conn.dialect.name == "duckdb"  # duckdb takes "?"
+            marker = "?" if qmark else "%s"
+            if conn.dialect.name == "sqlite" and not conn.connection.info.get("personasync_page_cache"):
+                conn.exec_driver_sql(f"PRAGMA cache_size = -{self.SQLITE_PAGE_CACHE_KIB}")
+                conn.connection.info["personasync_page_cache"] = True
             statements: dict[int, str] = {}
-            for batch in _batches([cache_digest(namespace, raw) for raw in raws], LOOKUP_BATCH):
+            for batch in _batches(digests, LOOKUP_BATCH):
                 sql = statements.get(len(batch))
                 if sql is None:
                     sql = statements[len(batch)] = (
                         "SELECT namespace, raw, normalised FROM identity_cache "
                         f"WHERE digest IN ({', '.join([marker] * len(batch))})"
                     )
-                for stored_namespace, raw, normalised in conn.exec_driver_sql(sql, tuple(batch)).all():
+                result = conn.exec_driver_sql(sql, tuple(batch))
+                rows = result.cursor_strategy.fetchall(result, result.cursor)
+                for stored_namespace, raw, normalised in rows:
                     if stored_namespace == namespace:
                         found[raw] = normalised
         return found
 
     def store(self, namespace: str, normalised: Mapping[str, str]) -> None:
+        digest = self._digester(namespace)
         rows = [
-            {"digest": cache_digest(namespace, raw), "namespace": namespace, "raw": raw, "normalised": v}
+            {"digest": digest(raw), "namespace": namespace, "raw": raw, "normalised": v}
             for raw, v in normalised.items()
         ]
         with self._engine.begin() as conn:
             conn.execute(_insert_ignoring_duplicates(conn), rows)
+
+    @staticmethod
+    def _digester(namespace: str) -> Callable[[str], int]:
+        """``cache_digest(namespace, raw)`` as a function of ``raw``, faster: the hash state
+        after the namespace is made once."""
+        prefix = hashlib.blake2b(f"{namespace}\x1f".encode(), digest_size=8)
+        from_bytes = int.from_bytes
+
+        def digest(raw: str) -> int:
+            state = prefix.copy()
+            state.update(raw.encode())
+            return from_bytes(state.digest(), "big", signed=True)
+
+        return digest
 
 
 def cache_digest(namespace: str, raw: str) -> int:

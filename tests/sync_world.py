@@ -97,8 +97,8 @@ class World:
             engine.dispose()
 
     def state_engine(self) -> sa.Engine:
-        assert self.config.state.url is not None
-        return create_state_engine(database_url(self.config.state.url))
+        url, schema = self.config.state_store()
+        return create_state_engine(database_url(url), schema)
 
     def ledger_dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every ledger table, to prove a dry run changed nothing."""

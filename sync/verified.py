@@ -1,0 +1,233 @@
+"""Customers verified in sync: written down by one run, skipped in the warehouse by the next.
+
+A row ``(key, row_digest, config)`` of :data:`~sync.state.VERIFIED_KEYS` means: every
+destination of a run with config digest ``config`` holds exactly what a source row with
+``row_digest`` asks for, given the email and phone suppression lists recorded in
+:data:`~sync.state.LISTED_IDENTIFIERS`. :mod:`sync.joint_query` skips such a customer while
+its row keeps the digest. The statement stays true because:
+
+1. everything else that decides a customer's outcome is in the config digest
+   (:func:`config_digest`: the config, the destinations' names, channels and tag names,
+   the identifier libraries' versions, the duplicate emails only Python finds);
+2. a run deletes the row of every customer it plans (changed, new or gone) before it
+   sends anything;
+3. a row is written only for a customer verified: every destination unchanged when
+   planned, or, after applying, the ledger holding exactly the expected fingerprints;
+4. a change to a suppression list deletes the rows of the customers whose email or phone
+   it lists or unlists, before the new lists are recorded.
+
+Deleting a row is always safe (the customer is just fetched again), so every run may;
+writing rows and lists is left to the unsharded, sending run, which holds the whole
+lock. A dry run, a shard and ``--full-resync`` only delete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import islice
+from typing import IO, Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from personas.identity import phone_digits
+from personas.model import Assignment
+from sync.joint_rows import FetchedKey
+from sync.membership import Membership
+from sync.state import LISTED_IDENTIFIERS, MEMBERSHIPS, VERIFIED_KEYS
+
+BATCH: Final = 2_000  # keys per IN (...) and per insert
+FORMAT: Final = 1  # of the digests: a new format forgets every verified customer
+MISMATCH: Final = "\x00"  # a ledger state no expectation equals
+
+Guard = Callable[[Connection], None]
+
+
+def stable_hash(text: str) -> int:
+    """A signed 64-bit hash, the same on every machine and run (``hash()`` is salted)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def config_digest(parts: Mapping[str, Any]) -> str:
+    """The digest of everything besides the source row that decides what is sent."""
+    text = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def expected_state(desired: Membership) -> str:
+    """What a destination's ledger must show for ``desired`` to count as unchanged (the same
+    test as :func:`sync.changes.unchanged`): nothing, or one row with its fingerprint."""
+    return desired.fingerprint if desired.tags or desired.suppressed else ""
+
+
+def forget_verified(state: Engine) -> None:
+    """Forget every verified customer: the ledger is about to change in a way not followed
+    customer by customer (a saved plan applied)."""
+    with state.begin() as conn:
+        conn.execute(VERIFIED_KEYS.delete())
+
+
+class VerifiedKeys:
+    """The verified keys of one state store, for one run's config and destinations."""
+
+    def __init__(self, state: Engine, config: str, destinations: Sequence[str], writes: bool) -> None:
+        """``writes``: this run may write verified keys and lists (the unsharded sending run)."""
+        self._state = state
+        self.config = config
+        self.destinations = list(destinations)
+        self.writes = writes
+
+    def refresh_lists(self, listed: Mapping[str, Mapping[str, int]]) -> int:
+        """Forget the customers whose identifiers a suppression list gained or lost since the
+        lists were recorded (``listed``: kind -> normalised identifier -> sources' bitmask),
+        and, for a writing run, record the lists. Returns how many customers were forgotten."""
+        current: dict[int, tuple[str, int]] = {}
+        for kind, masks in listed.items():
+            for value, mask in masks.items():
+                current[stable_hash(f"{kind}\x1f{value}\x1f{mask}")] = (kind, stable_hash(value))
+        t = LISTED_IDENTIFIERS
+        with self._state.connect() as conn:
+            stored = {entry: (kind, value_h) for entry, kind, value_h in conn.execute(sa.select(t))}
+        added = [entry for entry in current if entry not in stored]
+        removed = [entry for entry in stored if entry not in current]
+        touched = {current[e] for e in added} | {stored[e] for e in removed}
+        emails = sorted(value_h for kind, value_h in touched if kind == "email")
+        phones = sorted(value_h for kind, value_h in touched if kind == "phone")
+        v = VERIFIED_KEYS
+        forgotten = 0
+        with self._state.begin() as conn:
+            for column, values in ((v.c.email_h, emails), (v.c.phone_h, phones), (v.c.digits_h, phones)):
+                for batch in _batches(values):
+                    forgotten += conn.execute(v.delete().where(column.in_(batch))).rowcount or 0
+            if self.writes:
+                for batch in _batches(removed):
+                    conn.execute(t.delete().where(t.c.entry.in_(batch)))
+                for batch in _batches(added):
+                    conn.execute(
+                        t.insert(),
+                        [{"entry": e, "kind": current[e][0], "value_h": current[e][1]} for e in batch],
+                    )
+        return forgotten
+
+    def recorder(self, fetched: Iterator[FetchedKey]) -> Recorder:
+        return Recorder(self, fetched)
+
+    # --- used by Recorder -------------------------------------------------------------------
+    def rewrite(self, forget: Sequence[str], record: Sequence[list[Any]], guard: Guard | None) -> None:
+        """Delete the rows of the keys ``forget`` and write ``record``'s (candidates: key,
+        digest, email_h, phone_h, digits_h, ...), in one transaction under ``guard``."""
+        v = VERIFIED_KEYS
+        with self._state.begin() as conn:
+            if guard is not None:
+                guard(conn)
+            keys = sorted({*forget, *(c[0] for c in record)})
+            conn.execute(v.delete().where(v.c.key.in_(keys)))
+            if record:
+                conn.execute(
+                    v.insert(),
+                    [
+                        {
+                            "key": c[0],
+                            "row_digest": c[1],
+                            "config": self.config,
+                            "email_h": c[2],
+                            "phone_h": c[3],
+                            "digits_h": c[4],
+                        }
+                        for c in record
+                    ],
+                )
+
+    def ledger_states(self, keys: Sequence[str]) -> dict[tuple[str, str], str]:
+        """(key, destination) -> the state the ledger shows (see :func:`expected_state`)."""
+        m = MEMBERSHIPS
+        query = sa.select(m.c.key, m.c.destination, m.c.fingerprint, m.c.failed_fingerprint).where(
+            m.c.destination.in_(self.destinations), m.c.key.in_(list(keys))
+        )
+        states: dict[tuple[str, str], str] = {}
+        with self._state.connect() as conn:
+            for key, destination, fingerprint, failed in conn.execute(query):
+                ident = (key, destination)
+                states[ident] = MISMATCH if ident in states or failed is not None else fingerprint
+        return states
+
+
+class Recorder:
+    """Follows one run's plan and keeps the verified keys true (see the module docstring).
+
+    Candidates (one per planned customer) are spooled to a temporary file, so a first run
+    over millions of customers records them in bounded memory.
+    """
+
+    def __init__(self, keys: VerifiedKeys, fetched: Iterator[FetchedKey]) -> None:
+        self._keys = keys
+        self._fetched = fetched
+        self._destinations = keys.destinations
+        self._file: IO[str] = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
+            "w+", encoding="utf-8", prefix="personasync-verified-"
+        )
+
+    def planned(
+        self, key: str, assignment: Assignment | None, expected: Sequence[str], unchanged: bool
+    ) -> None:
+        """A customer the run planned: ``expected`` per destination (see
+        :func:`expected_state`); ``unchanged``: nothing to send to any destination."""
+        found = None
+        if assignment is not None:
+            for fetched in self._fetched:
+                if fetched.key == key:
+                    found = fetched
+                    break
+        if found is None or assignment is None:
+            self._file.write(json.dumps([key, None]) + "\n")  # gone, or not verifiable: forget only
+            return
+        hashes = [
+            stable_hash(assignment.email) if assignment.email is not None else None,
+            stable_hash(assignment.phone) if assignment.phone is not None else None,
+            stable_hash(phone_digits(found.raw_phone)) if found.raw_phone is not None else None,
+        ]
+        self._file.write(json.dumps([key, found.row_digest, *hashes, unchanged, *expected]) + "\n")
+
+    def before_apply(self, guard: Guard | None = None) -> None:
+        """Before anything is sent: forget every planned customer; record the unchanged ones
+        (a writing run)."""
+        for batch in _batches(self._candidates()):
+            unchanged = [c for c in batch if c[1] is not None and c[5]] if self._keys.writes else []
+            self._keys.rewrite([c[0] for c in batch], unchanged, guard)
+
+    def after_apply(self, guard: Guard | None = None) -> None:
+        """After applying (a writing run): record every changed customer whose ledger now shows
+        exactly what was planned for it on every destination."""
+        if not self._keys.writes:
+            return
+        changed = (c for c in self._candidates() if c[1] is not None and not c[5])
+        for batch in _batches(changed):
+            states = self._keys.ledger_states([c[0] for c in batch])
+            verified = [
+                c
+                for c in batch
+                if all(
+                    states.get((c[0], d), "") == want
+                    for d, want in zip(self._destinations, c[6:], strict=True)
+                )
+            ]
+            if verified:
+                self._keys.rewrite([], verified, guard)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _candidates(self) -> Iterator[list[Any]]:
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            yield json.loads(line)
+
+
+def _batches(items: Iterator[Any] | Sequence[Any]) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, BATCH)):
+        yield batch
