@@ -30,6 +30,7 @@ from connectors.warehouse import (
     create_warehouse_engine,
     driver_message,
     stream_rows,
+    stream_tuples,
 )
 from personas.compile import RuleError
 from personas.config import ResolverSettings
@@ -134,7 +135,7 @@ class Resolution:
     def assignments(self, rows: Iterable[Sequence[object]] | None = None) -> Iterator[Assignment]:
         """The assignments of ``rows`` (default: the resolver query's, run here)."""
         try:
-            source = rows if rows is not None else stream_rows(self.conn, self.query.statement)
+            source = rows if rows is not None else stream_tuples(self.conn, self.query.statement)
             yield from self.resolver.assignments(source)
         except SQLAlchemyError as exc:
             message = f"the resolver query failed: {driver_message(exc)}"
