@@ -17,7 +17,7 @@ raw value pays for them once:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Final, Protocol
 
@@ -31,12 +31,16 @@ Normalised = tuple[str | None, str | None]
 
 _INVALID: Final = ""  # how the cache stores "not a usable identifier"
 _ATEXT: Final = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM_LOCAL: Final = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+# An address whose local part is a dot-atom: text matches exactly when what comes before its
+# last "@" is a dot-atom (a dot-atom has no "@", so that "@" is the only one).
+_DOT_ATOM_ADDRESS: Final = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@([^@]*)\Z")
 _MAX_EMAIL_LENGTH: Final = 254
 _MAX_LOCAL_LENGTH: Final = 64
 _MAX_REMEMBERED_DOMAINS: Final = 100_000
 _PHONE_REGIONS: Final = frozenset(phonenumbers.SUPPORTED_REGIONS)
 _NON_DIGITS: Final = re.compile(r"[^0-9]+")
+_NON_DIGIT_BYTES: Final = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
+_NON_DIGIT_LINE_BYTES: Final = _NON_DIGIT_BYTES.replace(b"\n", b"")  # all but the digits and "\n"
 
 
 class IdentityCache(Protocol):
@@ -82,16 +86,18 @@ class EmailNormaliser:
         text = raw.strip().lower()
         if not text:
             return None, MISSING_EMAIL
-        local, at, domain = text.rpartition("@")
+        address = _DOT_ATOM_ADDRESS.match(text)
         if (
-            at
+            address is not None
             and text.isascii()
             and len(text) <= _MAX_EMAIL_LENGTH
-            and len(local) <= _MAX_LOCAL_LENGTH
-            and _DOT_ATOM_LOCAL.match(local)
-            and "xn--" not in domain  # the library turns punycode domains back into Unicode
+            and address.start(1) <= _MAX_LOCAL_LENGTH + 1  # the local part and its "@"
+            and "xn--" not in (domain := address.group(1))  # the library turns punycode back into Unicode
         ):
-            return (text, None) if self._domain_ok(domain) else (None, INVALID_EMAIL)
+            known = self._domains.get(domain)
+            if known is None:
+                known = self._domain_ok(domain)
+            return (text, None) if known else (None, INVALID_EMAIL)
         return email_with_library(text)
 
     def _domain_ok(self, domain: str) -> bool:
@@ -109,8 +115,22 @@ def phone_namespace(region: str) -> str:
     return f"phone:{region}:phonenumbers-{phonenumbers.__version__}"
 
 
+def phone_digits_many(raws: Sequence[str]) -> list[str]:
+    """``[phone_digits(raw) for raw in raws]``, a few times faster: ASCII numbers are
+    stripped of their non-digits all at once, joined by line breaks."""
+    joined = "\n".join(raws)
+    if joined.isascii() and joined.count("\n") == len(raws) - 1:  # no line break of their own
+        return [
+            "#" + digits
+            for digits in joined.encode().translate(None, _NON_DIGIT_LINE_BYTES).decode().split("\n")
+        ]
+    return [phone_digits(raw) for raw in raws]
+
+
 def phone_digits(raw: str) -> str:
     """The digits typed, as a second suppression key that needs no country (see resolve.py)."""
+    if raw.isascii():  # the same, at half the cost
+        return "#" + raw.encode().translate(None, _NON_DIGIT_BYTES).decode()
     return "#" + _NON_DIGITS.sub("", raw)
 
 
