@@ -8,7 +8,7 @@ and ``explain`` can say all of why a channel is closed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Final
 
@@ -47,3 +47,20 @@ def in_holdout(salt: str, persona: str, key: str, percent: float) -> bool:
     if percent <= 0:
         return False
     return holdout_bucket(salt, persona, key) < round(percent * HOLDOUT_BUCKETS / 100)
+
+
+def holdout_test(salt: str, persona: str, percent: float) -> Callable[[str], bool] | None:
+    """``in_holdout(salt, persona, key, percent)`` as a function of ``key``, or None when no key
+    can be held out. Faster per key: the hash state after the salt and persona is made once."""
+    threshold = round(percent * HOLDOUT_BUCKETS / 100) if percent > 0 else 0
+    if threshold <= 0:
+        return None
+    prefix = hashlib.blake2b(f"{salt}\x1f{persona}\x1f".encode(), digest_size=8)
+    from_bytes = int.from_bytes
+
+    def held_out(key: str) -> bool:
+        digest = prefix.copy()
+        digest.update(key.encode())
+        return from_bytes(digest.digest(), "big") % HOLDOUT_BUCKETS < threshold
+
+    return held_out

@@ -18,14 +18,22 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Final, TypeVar, cast
 
 from personas.config import ResolverSettings
-from personas.eligibility import consent_token, granted_tokens, in_holdout
-from personas.identity import EmailNormaliser, Normalised, PhoneNormaliser, phone_digits, region_of
+from personas.eligibility import consent_token, granted_tokens, holdout_test
+from personas.identity import (
+    EmailNormaliser,
+    PhoneNormaliser,
+    PhoneRequest,
+    phone_digits,
+    phone_digits_many,
+    region_of,
+)
 from personas.model import (
     CHANNELS,
     CONSENT_NOT_CONFIGURED,
@@ -39,7 +47,6 @@ from personas.model import (
 from personas.query import EMAIL, KEY, PHONE, PHONE_COUNTRY, ResolverQuery
 
 T = TypeVar("T")
-_UNSEEN: Final = "\x00unseen"
 CHUNK_SIZE: Final = 5_000
 MAX_EXAMPLES: Final = 5
 CONSENT_REQUIRED: Final[frozenset[Channel]] = frozenset({"email", "sms"})  # CRM consent is optional
@@ -50,7 +57,9 @@ class IdentifierIndex:
 
     Stored as sorted 64-bit hashes with a parallel array of masks. A hash collision could
     only make a customer look suppressed when they are not (the safe direction), and with
-    64-bit hashes it is vanishingly rare.
+    64-bit hashes it is vanishingly rare. A bitmap of 16 bits per listed identifier, one bit
+    set per hash, answers most lookups of identifiers listed nowhere (nearly all of them)
+    without the binary search; a set bit only sends the lookup on to the search.
     """
 
     def __init__(self, entries: Iterable[tuple[str, int]]) -> None:
@@ -61,9 +70,19 @@ class IdentifierIndex:
         ordered = sorted(masks.items())
         self._hashes = array("q", (digest for digest, _ in ordered))
         self._masks = array("Q", (mask for _, mask in ordered))
+        bits = 1 << max(6, (len(ordered) * 16).bit_length())
+        self._slot = bits - 1
+        bitmap = bytearray(bits // 8)
+        for digest, _ in ordered:
+            slot = digest & self._slot
+            bitmap[slot >> 3] |= 1 << (slot & 7)
+        self._bitmap = bytes(bitmap)
 
     def mask(self, value: str) -> int:
         wanted = hash(value)
+        slot = wanted & self._slot
+        if not (self._bitmap[slot >> 3] >> (slot & 7)) & 1:
+            return 0
         i = bisect.bisect_left(self._hashes, wanted)
         return self._masks[i] if i < len(self._hashes) and self._hashes[i] == wanted else 0
 
@@ -119,8 +138,94 @@ class _Outcome:
 
 
 # What decides a customer's channels: suppression mask, negative personas, consent per
-# channel, email problem, phone problem, tagged personas. Few distinct values per run.
-_Signature = tuple[int, tuple[str, ...], tuple[bool, ...], str | None, str | None, tuple[str, ...]]
+# channel (bit i: the i-th configured consent column grants it), email problem, phone
+# problem, tagged personas. Few distinct values per run.
+_Signature = tuple[int, tuple[str, ...], int, str | None, str | None, tuple[str, ...]]
+
+HoldoutTest = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """What one pattern of a row's persona, key-suppression and duplicate-email flags decides
+    (few patterns per run, so each is worked out once)."""
+
+    key_mask: int  # suppression sources matched on the key
+    negative: tuple[str, ...]
+    duplicate_email: bool  # the query found a lower key with the same email
+    personas: tuple[str, ...]  # the personas tagged when no holdout can apply
+    candidates: tuple[tuple[str, HoldoutTest | None], ...]  # or: each matched persona and its holdout
+
+
+_MAX_PATTERNS: Final = 10_000  # bounded memory whatever the flag values; they are booleans
+_MAX_CONSENT_VALUES: Final = 10_000
+# Consent values remembered by value: types whose equal values always have equal tokens
+# (not Decimal: 1.5 == Decimal("1.50"), yet their tokens differ; not datetime: time zones).
+_CONSENT_MEMO_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, float, bytes, type(None)})
+
+
+class _UnfrozenAssignment:
+    """An :class:`Assignment` under construction: the same slots, in the same order, so that
+    once they are set the object can become an ``Assignment`` (``__class__`` assignment is
+    allowed between classes of the same layout), without the frozen dataclass's
+    ``__init__``, which sets each field through ``object.__setattr__`` at four times the cost."""
+
+    # Assignment's own order: the layouts must match.
+    __slots__ = ("key", "email", "phone", "personas", "holdouts", "negative", "channels", "tags")  # noqa: RUF023
+
+    def __init__(
+        self,
+        key: str,
+        email: str | None,
+        phone: str | None,
+        personas: tuple[str, ...],
+        holdouts: tuple[str, ...],
+        negative: tuple[str, ...],
+        channels: Mapping[Channel, ChannelStatus],
+        tags: Mapping[Channel, tuple[str, ...]],
+    ) -> None:
+        self.key = key
+        self.email = email
+        self.phone = phone
+        self.personas = personas
+        self.holdouts = holdouts
+        self.negative = negative
+        self.channels = channels
+        self.tags = tags
+        self.__class__ = Assignment  # type: ignore[assignment]
+
+
+def _assignment_factory() -> Callable[..., Assignment]:
+    """``Assignment(...)`` with positional arguments in field order, a microsecond faster per
+    customer (:class:`_UnfrozenAssignment`); the constructor itself should ``Assignment`` ever
+    stop being a plain slotted dataclass with these fields."""
+    names = tuple(f.name for f in fields(Assignment))
+    if getattr(Assignment, "__slots__", None) != names or names != _UnfrozenAssignment.__slots__:
+        return Assignment
+    if hasattr(Assignment, "__post_init__"):
+        return Assignment
+    made = cast(Callable[..., Assignment], _UnfrozenAssignment)
+    channels: dict[Channel, ChannelStatus] = {"email": ChannelStatus(True)}
+    tags: dict[Channel, tuple[str, ...]] = {"email": ("a",)}
+    sample = ("k", "e", "p", ("a",), ("b",), ("c",), channels, tags)
+    try:
+        probe = made(*sample)
+    except TypeError:  # a layout __class__ assignment refuses
+        return Assignment
+    return made if type(probe) is Assignment and probe == Assignment(*sample) else Assignment
+
+
+_make_assignment: Final = _assignment_factory()
+
+
+def _getter(indexes: Sequence[int]) -> Callable[[Sequence[object]], tuple[object, ...]]:
+    """A function of a row giving the tuple of its values at ``indexes``."""
+    if len(indexes) >= 2:
+        return operator.itemgetter(*indexes)
+    if len(indexes) == 1:
+        (only,) = indexes
+        return lambda row: (row[only],)
+    return lambda row: ()
 
 
 class Resolver:
@@ -146,7 +251,7 @@ class Resolver:
         self._duplicate_emails = duplicate_emails
         self._email_index = listed.get("email")
         self._phone_index = listed.get("phone")
-        self._salt = settings.assignment.holdout_salt
+        salt = settings.assignment.holdout_salt
         self._first_match = settings.assignment.mode == "first_match"
         self._consent_columns = [
             (
@@ -157,99 +262,152 @@ class Resolver:
             for channel in CHANNELS
             if channel in query.consent_index
         ]
+        # Per consent column: its bit in the signature, its index, its granted tokens, and
+        # what each value seen means, by the value's exact type (True == 1, but "true" != "1").
+        self._consent = [
+            (1 << i, index, granted, dict[type, dict[object, bool]]())
+            for i, (_, index, granted) in enumerate(self._consent_columns)
+        ]
         self._key_flags = [(1 << i, index) for i, index in query.key_suppression_index.items()]
         self._personas = [
-            (p.name, p.negative, p.holdout_percent, index)
-            for p, index in zip(settings.personas, query.persona_index, strict=True)
+            (p.name, p.negative, holdout_test(salt, p.name, p.holdout_percent)) for p in settings.personas
         ]
+        flag_indexes = [*query.persona_index, *(index for _, index in self._key_flags)]
+        if query.duplicate_email_index is not None:
+            flag_indexes.append(query.duplicate_email_index)
+        self._flags = _getter(flag_indexes)
+        self._patterns: dict[tuple[object, ...], _Matched] = {}
         self._outcomes: dict[_Signature, _Outcome] = {}
-        self._tokens: dict[tuple[type, object], str | None] = {}
         self.counts = ResolveCounts()
 
     def assignments(self, rows: Iterable[Sequence[object]]) -> Iterator[Assignment]:
         """One assignment per row, in row order; raises :class:`ResolveError` at the end if the
         source had duplicate or NULL keys (or duplicate emails in ``error`` mode)."""
         region = self._phones.region
+        regions: dict[str, str] = {}  # phone country as given -> the region its phones are read in
         previous_key: str | None = None  # not "": an empty key is a key, and may repeat
+        counts = self.counts
+        emails = self._emails
+        email_index, phone_index = self._email_index, self._phone_index
+        more_duplicates = self._duplicate_emails
+        consent_columns = self._consent
+        flags_of, patterns, outcomes = self._flags, self._patterns, self._outcomes
         for chunk in _chunks(rows, CHUNK_SIZE):
-            requests = [(_text(row[PHONE]), region_of(row[PHONE_COUNTRY], region)) for row in chunk]
+            requests: list[PhoneRequest] = []
+            for row in chunk:
+                raw_phone, country = row[PHONE], row[PHONE_COUNTRY]
+                if country.__class__ is str:
+                    phone_region = regions.get(country)
+                    if phone_region is None:
+                        phone_region = regions[country] = region_of(country, region)
+                else:
+                    phone_region = region_of(country, region)
+                requests.append((None if raw_phone is None else str(raw_phone), phone_region))
             phones = self._phones.batch(requests)
-            for row, request in zip(chunk, requests, strict=True):
+            if phone_index is not None:  # the digits typed: a second suppression key for each phone
+                typed = phone_digits_many([text or "" for text, _ in requests])
+            else:
+                typed = [""] * len(requests)
+            for row, request, digits in zip(chunk, requests, typed, strict=True):
                 raw_key = row[KEY]
                 if raw_key is None:
-                    self.counts.null_keys += 1
+                    counts.null_keys += 1
                     continue
                 key = str(raw_key)
                 if previous_key is not None and key <= previous_key:
                     if key == previous_key:
                         self._note_duplicate_key(key)
                     else:
-                        self.counts.out_of_order += 1
+                        counts.out_of_order += 1
                     continue
                 previous_key = key
-                yield self._assign(row, key, phones[request])
+
+                flags = flags_of(row)
+                try:
+                    matched = patterns.get(flags)
+                except TypeError:  # an unhashable flag value: worked out each time
+                    matched = self._match(flags)
+                else:
+                    if matched is None:
+                        matched = self._remember(flags)
+
+                raw_email = row[EMAIL]
+                email, email_problem = emails(None if raw_email is None else str(raw_email))
+                if email is not None and (
+                    matched.duplicate_email or (more_duplicates and key in more_duplicates)
+                ):
+                    email_problem = DUPLICATE_EMAIL
+                    self._note_duplicate_email(key)
+                phone, phone_problem = phones[request]
+
+                mask = matched.key_mask
+                if email is not None and email_index is not None:
+                    mask |= email_index.mask(email)
+                phone_text = request[0]
+                if phone_index is not None and phone_text is not None:
+                    if phone is not None:
+                        mask |= phone_index.mask(phone)
+                    mask |= phone_index.mask(digits)
+
+                if matched.candidates:
+                    tagged: list[str] = []
+                    held: list[str] = []
+                    for name, held_out in matched.candidates:
+                        (held if held_out is not None and held_out(key) else tagged).append(name)
+                    personas, holdouts = tuple(tagged), tuple(held)
+                else:
+                    personas, holdouts = matched.personas, ()
+
+                consent = 0
+                for bit, index, granted, by_type in consent_columns:
+                    value = row[index]
+                    known = by_type.get(value.__class__)
+                    ok = known.get(value) if known is not None else None
+                    if ok is None:
+                        ok = _consent_granted(value, granted, by_type)
+                    if ok:
+                        consent |= bit
+
+                signature = (mask, matched.negative, consent, email_problem, phone_problem, personas)
+                outcome = outcomes.get(signature) or self._decide(signature)
+                yield _make_assignment(
+                    key, email, phone, personas, holdouts, matched.negative, outcome.channels, outcome.tags
+                )
         self._raise_if_unsafe()
 
-    def _assign(self, row: Sequence[object], key: str, phone_result: Normalised) -> Assignment:
-        email, email_problem = self._emails(_text(row[EMAIL]))
-        duplicate_index = self._query.duplicate_email_index
-        if email is not None and (
-            (duplicate_index is not None and row[duplicate_index]) or key in self._duplicate_emails
-        ):
-            email_problem = DUPLICATE_EMAIL
-            self._note_duplicate_email(key)
-        phone, phone_problem = phone_result
+    def _remember(self, flags: tuple[object, ...]) -> _Matched:
+        if len(self._patterns) >= _MAX_PATTERNS:
+            self._patterns.clear()
+        matched = self._patterns[flags] = self._match(flags)
+        return matched
 
-        mask = 0
-        for bit, index in self._key_flags:
-            if row[index]:
-                mask |= bit
-        if email is not None and self._email_index is not None:
-            mask |= self._email_index.mask(email)
-        if self._phone_index is not None and row[PHONE] is not None:
-            if phone is not None:
-                mask |= self._phone_index.mask(phone)
-            mask |= self._phone_index.mask(phone_digits(str(row[PHONE])))
+    def _match(self, flags: tuple[object, ...]) -> _Matched:
+        """What a row's flags (:attr:`_flags`: persona, key suppression, duplicate email) decide.
 
-        personas: list[str] = []
-        holdouts: list[str] = []
-        negative: list[str] = []
-        for name, is_negative, holdout_percent, index in self._personas:
-            if not row[index]:
-                continue
-            if is_negative:
-                negative.append(name)
-            elif self._first_match and (personas or holdouts):
-                continue
-            elif in_holdout(self._salt, name, key, holdout_percent):
-                holdouts.append(name)
-            else:
-                personas.append(name)
-        if negative:
-            personas, holdouts = [], []
-
-        consent = tuple(self._granted(row[index], granted) for _, index, granted in self._consent_columns)
-        signature = (mask, tuple(negative), consent, email_problem, phone_problem, tuple(personas))
-        outcome = self._outcomes.get(signature) or self._decide(signature)
-        return Assignment(
-            key=key,
-            email=email,
-            phone=phone,
-            personas=tuple(personas),
-            holdouts=tuple(holdouts),
-            negative=tuple(negative),
-            channels=outcome.channels,
-            tags=outcome.tags,
+        In ``first_match`` mode only the first positive persona matched counts, whether held
+        out or not; a negative persona clears the positive ones."""
+        persona_flags = flags[: len(self._personas)]
+        key_flags = flags[len(self._personas) : len(self._personas) + len(self._key_flags)]
+        negative = tuple(
+            name
+            for (name, is_negative, _), flag in zip(self._personas, persona_flags, strict=True)
+            if flag and is_negative
         )
-
-    def _granted(self, value: object, granted: frozenset[str]) -> bool:
-        # Consent columns hold a handful of distinct values; remember each one's token.
-        # Keyed with the type, as True == 1 in Python but they are different tokens.
-        memo_key = (type(value), value)
-        token = self._tokens.get(memo_key, _UNSEEN)
-        if token is _UNSEEN:
-            token = self._tokens[memo_key] = consent_token(value)
-        return token in granted
+        candidates: list[tuple[str, HoldoutTest | None]] = []
+        for (name, is_negative, held_out), flag in zip(self._personas, persona_flags, strict=True):
+            if not flag or is_negative or (self._first_match and candidates):
+                continue
+            candidates.append((name, held_out))
+        if negative:
+            candidates = []
+        holdouts_apply = any(held_out is not None for _, held_out in candidates)
+        return _Matched(
+            key_mask=sum(bit for (bit, _), flag in zip(self._key_flags, key_flags, strict=True) if flag),
+            negative=negative,
+            duplicate_email=self._query.duplicate_email_index is not None and bool(flags[-1]),
+            personas=() if holdouts_apply else tuple(name for name, _ in candidates),
+            candidates=tuple(candidates) if holdouts_apply else (),
+        )
 
     def _decide(self, signature: _Signature) -> _Outcome:
         """Each channel's status and tags for one combination of facts (then remembered).
@@ -257,7 +415,7 @@ class Resolver:
         Precedence: suppression sources, negative personas, consent, identifiers.
         """
         mask, negative, consent, email_problem, phone_problem, personas = signature
-        granted = {channel: ok for (channel, _, _), ok in zip(self._consent_columns, consent, strict=True)}
+        granted = {channel: bool(consent >> i & 1) for i, (channel, _, _) in enumerate(self._consent_columns)}
         statuses: dict[Channel, ChannelStatus] = {}
         tags: dict[Channel, tuple[str, ...]] = {}
         for channel in CHANNELS:
@@ -322,8 +480,17 @@ class Resolver:
             raise ResolveError("; ".join(problems))
 
 
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+def _consent_granted(value: object, granted: frozenset[str], by_type: dict[type, dict[object, bool]]) -> bool:
+    """Whether a consent value is one of the granted ones, remembered in ``by_type`` when its
+    type allows (consent columns hold a handful of distinct values)."""
+    ok = consent_token(value) in granted
+    kind = value.__class__
+    if kind in _CONSENT_MEMO_TYPES:
+        known = by_type.setdefault(kind, {})
+        if len(known) >= _MAX_CONSENT_VALUES:
+            known.clear()
+        known[value] = ok
+    return ok
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
