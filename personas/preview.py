@@ -7,6 +7,7 @@ keys are only ever added, never renamed or removed, within a major version.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -21,6 +22,7 @@ from personas.model import (
 )
 
 PREVIEW_FORMAT_VERSION: Final = 1
+_MAX_GROUPS: Final = 10_000  # kinds of assignment counted together by Preview.add_all
 
 
 @dataclass
@@ -65,34 +67,72 @@ class Preview:
         )
 
     def add(self, assignment: Assignment) -> None:
-        self.customers += 1
+        if assignment.personas and self.example_key is None:
+            self.example_key = assignment.key
+        self._count(assignment, 1)
+
+    def add_all(self, assignments: Iterable[Assignment]) -> None:
+        """:meth:`add` each assignment, in order, at a fraction of the cost: assignments alike
+        in all that is counted are counted together. The resolver shares one ``channels`` and
+        one ``tags`` mapping between customers with the same outcome, so a run has few
+        groups; the mappings are told apart by identity (each group holds on to one, so no
+        other can take its id), and the groups are counted out whenever there are too many."""
+        groups: dict[tuple[object, ...], list[Any]] = {}  # -> [customers, an assignment of them]
+        try:
+            for assignment in assignments:
+                personas = assignment.personas
+                if personas and self.example_key is None:
+                    self.example_key = assignment.key
+                alike = (
+                    personas,
+                    assignment.holdouts,
+                    assignment.negative,
+                    id(assignment.channels),
+                    id(assignment.tags),
+                )
+                group = groups.get(alike)
+                if group is None:
+                    if len(groups) >= _MAX_GROUPS:
+                        self._count_groups(groups)
+                    groups[alike] = [1, assignment]
+                else:
+                    group[0] += 1
+        finally:
+            self._count_groups(groups)
+
+    def _count_groups(self, groups: dict[tuple[object, ...], list[Any]]) -> None:
+        for customers, assignment in groups.values():
+            self._count(assignment, customers)
+        groups.clear()
+
+    def _count(self, assignment: Assignment, customers: int) -> None:
+        """Count ``customers`` customers, each assigned like ``assignment``."""
+        self.customers += customers
         if assignment.personas:
-            self.with_persona += 1
-            if self.example_key is None:
-                self.example_key = assignment.key
+            self.with_persona += customers
         for name in assignment.personas:
-            self.personas[name].members += 1
+            self.personas[name].members += customers
         for name in assignment.negative:
-            self.personas[name].members += 1
+            self.personas[name].members += customers
         for name in assignment.holdouts:
-            self.personas[name].holdouts += 1
+            self.personas[name].holdouts += customers
         for channel in CHANNELS:
             status, counts = assignment.channels[channel], self.channels[channel]
             if status.eligible:
-                counts.eligible += 1
+                counts.eligible += customers
                 tags = assignment.tags[channel]
                 if tags:
-                    counts.tagged += 1
+                    counts.tagged += customers
                 for name in tags:
-                    self.personas[name].tagged[channel] += 1
+                    self.personas[name].tagged[channel] += customers
                 continue
             for reason in status.reasons:
                 if reason in (NO_CONSENT, CONSENT_NOT_CONFIGURED):
-                    counts.not_consented += 1
+                    counts.not_consented += customers
                 elif reason in IDENTITY_REASONS:
-                    counts.invalid_identifier[reason] += 1
+                    counts.invalid_identifier[reason] += customers
                 else:
-                    counts.suppressed[reason] += 1
+                    counts.suppressed[reason] += customers
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -310,8 +310,7 @@ def preview(config: AppConfig, clock: datetime) -> Preview:
     """Resolve every customer and count the outcome, without sending anything."""
     summary = Preview.empty(clock, config.assignment.mode, [(p.name, p.negative) for p in config.personas])
     with open_resolution(config, clock) as run:
-        for assignment in run.assignments():
-            summary.add(assignment)
+        summary.add_all(run.assignments())
     return summary
 
 
