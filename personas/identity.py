@@ -30,6 +30,8 @@ Normalised = tuple[str | None, str | None]
 """``(value, None)`` when usable, ``(None, reason)`` when missing or invalid."""
 
 _INVALID: Final = ""  # how the cache stores "not a usable identifier"
+_MISSING: Final[Normalised] = (None, MISSING_PHONE)
+_INVALID_ANSWER: Final[Normalised] = (None, INVALID_PHONE)
 _ATEXT: Final = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 # An address whose local part is a dot-atom: text matches exactly when what comes before its
 # last "@" is a dot-atom (a dot-atom has no "@", so that "@" is the only one).
@@ -174,20 +176,25 @@ class PhoneNormaliser:
         """The normalised value of each distinct (raw phone, region) in ``requests``."""
         answers: dict[PhoneRequest, Normalised] = {}
         by_region: dict[str, set[str]] = {}
-        for raw, region in requests:
+        for request in requests:
+            raw, region = request
             if raw is None or not raw.strip():
-                answers[(raw, region)] = (None, MISSING_PHONE)
+                answers[request] = _MISSING
             else:
-                by_region.setdefault(region, set()).add(raw)
+                raws = by_region.get(region)
+                if raws is None:
+                    raws = by_region[region] = set()
+                raws.add(raw)
         misses: list[tuple[str, str]] = []
         for region, raws in by_region.items():
             cached = self._cache.lookup(phone_namespace(region), raws)
-            for raw in raws:
-                stored = cached.get(raw)
-                if stored is None:
-                    misses.append((raw, region))
-                else:
-                    answers[(raw, region)] = (stored, None) if stored != _INVALID else (None, INVALID_PHONE)
+            hits = 0
+            for raw, stored in cached.items():
+                if raw in raws:  # a cache answers only what it is asked; checked all the same
+                    answers[(raw, region)] = (stored, None) if stored != _INVALID else _INVALID_ANSWER
+                    hits += 1
+            if hits < len(raws):
+                misses.extend((raw, region) for raw in raws if raw not in cached)
         fresh: dict[str, dict[str, str]] = {}
         for (raw, region), (value, reason) in zip(misses, self._library(misses), strict=True):
             answers[(raw, region)] = (value, reason)

@@ -370,14 +370,11 @@ class SqlIdentityCache:
                 sql = statements.get(len(batch))
                 if sql is None:
                     sql = statements[len(batch)] = (
-                        "SELECT namespace, raw, normalised FROM identity_cache "
-                        f"WHERE digest IN ({', '.join([marker] * len(batch))})"
+                        "SELECT raw, normalised FROM identity_cache "
+                        f"WHERE digest IN ({', '.join([marker] * len(batch))}) AND namespace = {marker}"
                     )
-                result = conn.exec_driver_sql(sql, tuple(batch))
-                rows = result.cursor_strategy.fetchall(result, result.cursor)
-                for stored_namespace, raw, normalised in rows:
-                    if stored_namespace == namespace:
-                        found[raw] = normalised
+                result = conn.exec_driver_sql(sql, (*batch, namespace))
+                found.update(result.cursor_strategy.fetchall(result, result.cursor))
         return found
 
     def store(self, namespace: str, normalised: Mapping[str, str]) -> None:
