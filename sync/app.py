@@ -543,7 +543,7 @@ def _plan_input(
     schema = None if plain else state_schema or attach_state(run.conn, state)
     if schema is None:
         recorder = None if options.dry_run else verified.recorder(iter(()))  # forgets only
-        return PlanInput(run.assignments(), None, recorder)
+        return PlanInput(run.assignments(), observer=recorder)
     verified.refresh_lists(run.listed)
     # A new transaction, so the warehouse connection sees the customers just forgotten:
     # DuckDB (like any snapshot-isolated database) reads one snapshot per transaction.
@@ -558,7 +558,8 @@ def _plan_input(
         str(row[0]): (int(row[1]), int(row[2]), int(row[3])) for row in run.rows(ledger, stream=False)
     }
     statement = joint_statement(settings, run.kinds, run.query, schema, names, verified.config, dialect)
-    joint = JointRows(run.rows(statement), len(run.query.statement.selected_columns))
+    width = len(run.query.statement.selected_columns)
+    joint = JointRows(run.rows(statement), width, keep_fetched=not options.dry_run)
 
     def skipped() -> SkippedCustomers:
         """The verified customers in the source, less those fetched after all."""
@@ -569,7 +570,8 @@ def _plan_input(
         return SkippedCustomers(int(in_source) - joint.verified_fetched, left_out)
 
     recorder = None if options.dry_run else verified.recorder(joint.fetched())
-    return PlanInput(run.assignments(joint.source_rows()), joint.ledger_rows(), recorder, skipped)
+    aligned = joint.aligned(run.assignments(joint.source_rows()))
+    return PlanInput(aligned=aligned, observer=recorder, skipped=skipped)
 
 
 def _config_digest(run: Resolution, config: AppConfig, targets: Sequence[Target]) -> str:

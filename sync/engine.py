@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from personas.model import Assignment
 from sync.apply import Applier, DestinationTally, NoProgress, Progress
-from sync.changes import Acknowledged, Change, align, diff_key, unchanged
+from sync.changes import Acknowledged, Aligned, Change, align, diff_key, unchanged
 from sync.exit_codes import ExitCode
 from sync.ledger import Ledger, RunStatus
 from sync.lock import RunLock, run_lock
@@ -61,12 +61,12 @@ class SkippedCustomers:
 
 @dataclass
 class PlanInput:
-    """What a run plans from: the key-ordered assignments and, when the warehouse already
-    left out customers verified in sync, the ledger rows of the others (None: every ledger
-    row of the run's destinations, read here)."""
+    """What a run plans from: the key-ordered assignments, walked here with every ledger row
+    of the run's destinations; or, when the warehouse already left out customers verified
+    in sync, ``aligned``: the others, each with its ledger rows (:mod:`sync.joint_rows`)."""
 
-    assignments: Iterable[Assignment]
-    acknowledged: Iterable[Acknowledged] | None = None
+    assignments: Iterable[Assignment] = ()
+    aligned: Iterable[Aligned] | None = None
     observer: PlanObserver | None = None
     skipped: Callable[[], SkippedCustomers] | None = None  # known once the assignments are read
 
@@ -248,10 +248,10 @@ def _plan(
     builders = [MembershipBuilder(t.spec) for t in targets]
     observer = planned_from.observer
     with state.connect() as conn:
-        rows = planned_from.acknowledged
-        if rows is None:
-            rows = ledger.acknowledged(conn, names)
-        for aligned in align(planned_from.assignments, rows):
+        walk = planned_from.aligned
+        if walk is None:
+            walk = align(planned_from.assignments, ledger.acknowledged(conn, names))
+        for aligned in walk:
             if options.shard is not None and not options.shard.holds(aligned.key):
                 continue  # another shard's customer: neither planned nor counted here
             assignment = aligned.assignment

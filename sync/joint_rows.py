@@ -1,12 +1,13 @@
-"""Split the joint query's rows (:mod:`sync.joint_query`) back into the plain path's streams.
+"""Turn the joint query's rows (:mod:`sync.joint_query`) into what the diff walks.
 
 The rows arrive grouped by key: a fetched customer's resolver row repeated once per ledger
 row it has (or once, with NULL ledger columns), and a vanished customer's ledger rows with
-NULL resolver columns. Three consumers read them lazily, each at its own pace, in key
-order: the resolver (resolver rows), the diff (ledger rows) and the verified-keys recorder
-(each fetched key's row digest and raw phone). Whichever asks first pulls the next group
-and leaves the others' parts queued; the queues hold at most the groups one consumer is
-ahead of another (the resolver's chunk), so memory stays bounded.
+NULL resolver columns. The resolver reads the resolver rows (a chunk ahead); each group
+it passes is queued, and :meth:`JointRows.aligned` pairs each assignment with its group's
+ledger rows, putting vanished customers in between: the same ``Aligned`` items
+:func:`sync.changes.align` makes from two streams, without its look-ahead for the next
+ledger row (which, on a first sync with no ledger rows, would read the whole query ahead).
+The queues hold what the resolver's chunk spans (plus any vanished customers in between).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from personas.model import Assignment
 from personas.query import KEY, PHONE
-from sync.changes import Acknowledged
+from sync.changes import Acknowledged, Aligned
 from sync.joint_query import LEDGER_COLUMNS
 from sync.ledger import split_tags
 
@@ -34,14 +36,18 @@ class FetchedKey:
 class JointRows:
     """One pass over the joint query's rows, read as three streams."""
 
-    def __init__(self, rows: Iterable[Sequence[Any]], width: int) -> None:
+    def __init__(self, rows: Iterable[Sequence[Any]], width: int, *, keep_fetched: bool = True) -> None:
         """``width``: how many resolver columns lead each row (then the digest, whether the
-        customer was verified, then the ledger)."""
+        customer was verified, then the ledger). ``keep_fetched``: queue each fetched key for
+        :meth:`fetched` (a run that records verified keys reads them; no other may ask)."""
         self._rows = iter(rows)
         self._width = width
+        self._keep_fetched = keep_fetched
         self._pending: Sequence[Any] | None = None
         self._source: deque[Sequence[Any]] = deque()
-        self._ledger: deque[Acknowledged] = deque()
+        self._groups: deque[tuple[str | None, bool, tuple[Acknowledged, ...]]] = (
+            deque()
+        )  # key, fetched, ledger
         self._fetched: deque[FetchedKey] = deque()
         self._done = False
         # Customers fetched although verified (for another row digest), and their ledger rows
@@ -54,11 +60,29 @@ class JointRows:
         """Resolver rows, one per source row (a key the source repeats comes as often)."""
         return self._drain(self._source)
 
-    def ledger_rows(self) -> Iterator[Acknowledged]:
-        return self._drain(self._ledger)
-
     def fetched(self) -> Iterator[FetchedKey]:
+        """Each fetched key's digest and raw phone, in key order (only with ``keep_fetched``)."""
+        assert self._keep_fetched
         return self._drain(self._fetched)
+
+    def aligned(self, assignments: Iterable[Assignment]) -> Iterator[Aligned]:
+        """Each assignment (made by the resolver from :meth:`source_rows`) with its ledger
+        rows, and each vanished customer with theirs, in key order."""
+        for assignment in assignments:
+            while True:
+                key, fetched, ledger = self._groups.popleft()  # queued when the resolver read the row
+                if not fetched:
+                    assert key is not None
+                    yield Aligned(key, None, ledger)
+                elif key == assignment.key:
+                    yield Aligned(key, assignment, ledger)
+                    break
+                # else a row the resolver set aside (a NULL, repeated or out-of-order key)
+        while self._groups or self._pull():
+            key, fetched, ledger = self._groups.popleft()
+            if not fetched:
+                assert key is not None
+                yield Aligned(key, None, ledger)
 
     def _drain(self, queue: deque[Any]) -> Iterator[Any]:
         while True:
@@ -97,12 +121,13 @@ class JointRows:
             self._source.extend([resolver_row] * repeats)
             if first[digest_index + 1] and key is not None:
                 self._count_verified(ledger.values())
-            if key is not None:
+            if key is not None and self._keep_fetched:
                 phone = first[PHONE]
                 self._fetched.append(
                     FetchedKey(str(key), str(first[digest_index]), None if phone is None else str(phone))
                 )
-        self._ledger.extend(ledger.values())
+        fetched = first[digest_index] is not None
+        self._groups.append((None if key is None else str(key), fetched, tuple(ledger.values())))
         return True
 
     def _count_verified(self, ledger: Iterable[Acknowledged]) -> None:

@@ -121,7 +121,7 @@ def acquire(engine: Engine, stale_after: timedelta, shard: Shard | None = None) 
     lock = _insert(engine, stale_after, lock_name(shard))
     try:
         _refuse_overlapping(engine, lock, shard, stale_after)
-    except LockHeld:
+    except BaseException:  # LockHeld, or SIGTERM's SystemExit arriving meanwhile: not left behind
         lock.release()
         raise
     return lock
