@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -84,7 +84,6 @@ from sync.verified import VerifiedKeys, config_digest
 
 EXAMPLE_CONFIG_NAME = "config.example.toml"
 DEMO_DIR_PREFIX = "personasync-demo/"  # how config.example.toml refers to the demo folder
-NOT_STREAMED: Final = {"stream_results": False}
 EMAIL_GROUPS_PER_QUERY = 500  # values in one IN (...) list, under every driver's limit
 
 
@@ -147,10 +146,7 @@ class Resolution:
         """``statement``'s rows (streamed, or fetched at once for a few rows); a failure is the
         resolver query's, as in :meth:`assignments`."""
         try:
-            if stream:
-                yield from stream_rows(self.conn, statement)
-            else:  # explicitly: an earlier stream leaves the option on the connection
-                yield from self.conn.execute(statement, execution_options=NOT_STREAMED).all()
+            yield from stream_rows(self.conn, statement) if stream else self.conn.execute(statement).all()
         except SQLAlchemyError as exc:
             message = f"the resolver query failed: {driver_message(exc)}"
             raise ResolveProblem(self.source_key, message) from None
@@ -552,7 +548,7 @@ def _plan_input(
     dialect = run.conn.dialect.name
     customers, ledger = verified_statements(settings, run.kinds, schema, names, verified.config, dialect)
     if dialect == "postgresql":  # a server-side cursor otherwise plans for the first rows: nested loops
-        run.conn.exec_driver_sql("SET cursor_tuple_fraction = 1.0", execution_options=NOT_STREAMED)
+        run.conn.exec_driver_sql("SET cursor_tuple_fraction = 1.0")
     [(in_source,)] = list(run.rows(customers, stream=False))
     per_destination = {
         str(row[0]): (int(row[1]), int(row[2]), int(row[3])) for row in run.rows(ledger, stream=False)

@@ -129,14 +129,17 @@ def joint_statement(
     resolved = resolver.statement.order_by(None).subquery("resolved")
     width = len(resolved.c)
     digested = sa.select(*resolved.c, row_digest(*resolved.c).label("row_digest")).subquery("digested")
-    verified_now = (
-        sa.exists()
-        .where(verified.c.key == digested.c.k)
-        .where(verified.c.config == config_digest)
-        .where(verified.c.row_digest == digested.c.row_digest)
+    # One lookup per customer: verified for another digest (fetched, and counted), or not at all.
+    fetched = (
+        sa.select(digested, verified.c.key.is_not(None).label("was_verified"))
+        .select_from(
+            digested.outerjoin(
+                verified, sa.and_(verified.c.key == digested.c.k, verified.c.config == config_digest)
+            )
+        )
+        .where(sa.or_(verified.c.key.is_(None), verified.c.row_digest != digested.c.row_digest))
+        .subquery("fetched")
     )
-    was_verified = sa.exists().where(verified.c.key == digested.c.k).where(verified.c.config == config_digest)
-    fetched = sa.select(digested, was_verified.label("was_verified")).where(~verified_now).subquery("fetched")
     ours = memberships.c.destination.in_(list(destinations))
     ledger = [memberships.c[name].label(f"m_{name}") for name in LEDGER_COLUMNS]
     changed = sa.select(*fetched.c, *ledger).select_from(
@@ -148,7 +151,7 @@ def joint_statement(
         *ledger,
     ).where(ours, ~_in_source(memberships.c.key, settings, kinds, dialect))
     both = sa.union_all(changed, gone).subquery("joint")
-    return sa.select(both).order_by(_binary(both.c.k), both.c.m_destination, both.c.m_address)
+    return sa.select(both).order_by(key_text(both.c.k), both.c.m_destination, both.c.m_address)
 
 
 def verified_statements(
@@ -201,23 +204,3 @@ def _present_keys(settings: ResolverSettings, kinds: Mapping[str, str]) -> sa.Se
     source = from_table_or_query(settings.source.table, settings.source.query, list(kinds), "present")
     key = source.c[settings.source.key]
     return sa.select(key_text(key)).where(key.is_not(None))
-
-
-class _binary(FunctionElement[str]):
-    """A text column ordered by code point (PostgreSQL needs ``COLLATE "C"``; see key_text)."""
-
-    type = sa.Text()
-    name = "binary_order"
-    inherit_cache = True
-
-
-@compiles(_binary)
-def _binary_default(element: _binary, compiler: SQLCompiler, **kw: object) -> str:
-    (argument,) = element.clauses
-    return compiler.process(argument, **kw)
-
-
-@compiles(_binary, "postgresql")
-def _binary_postgresql(element: _binary, compiler: SQLCompiler, **kw: object) -> str:
-    (argument,) = element.clauses
-    return compiler.process(sa.collate(argument, "C"), **kw)

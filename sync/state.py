@@ -403,8 +403,12 @@ class SqlIdentityCache:
 
 def cache_digest(namespace: str, raw: str) -> int:
     """A signed 64-bit hash of (namespace, raw), the same on every machine."""
-    digest = hashlib.blake2b(f"{namespace}\x1f{raw}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return stable_hash(f"{namespace}\x1f{raw}")
+
+
+def stable_hash(text: str) -> int:
+    """A signed 64-bit hash, the same on every machine and run (``hash()`` is salted)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _insert_ignoring_duplicates(conn: Connection) -> sa.Insert:

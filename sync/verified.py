@@ -37,18 +37,13 @@ from personas.identity import phone_digits
 from personas.model import Assignment
 from sync.joint_rows import FetchedKey
 from sync.membership import Membership
-from sync.state import LISTED_IDENTIFIERS, MEMBERSHIPS, VERIFIED_KEYS
+from sync.state import LISTED_IDENTIFIERS, MEMBERSHIPS, VERIFIED_KEYS, stable_hash
 
 BATCH: Final = 2_000  # keys per IN (...) and per insert
 FORMAT: Final = 1  # of the digests: a new format forgets every verified customer
 MISMATCH: Final = "\x00"  # a ledger state no expectation equals
 
 Guard = Callable[[Connection], None]
-
-
-def stable_hash(text: str) -> int:
-    """A signed 64-bit hash, the same on every machine and run (``hash()`` is salted)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def config_digest(parts: Mapping[str, Any]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import random
-from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -26,6 +25,7 @@ from personas.query import build_resolver_query
 from personas.resolve import IdentifierIndex, ResolveError, Resolver, _make_assignment
 from sync.config import AppConfig
 from tests.reference_resolver import ReferenceResolver
+from tests.test_resolver_properties import MemoryIdentityCache
 
 CLOCK = datetime(2026, 11, 22, tzinfo=timezone.utc)
 KINDS = {
@@ -37,17 +37,6 @@ KINDS = {
     "n": "number",
 }
 PERSONA_NAMES = ("p0", "p1", "p2", "p3", "p4")
-
-
-class MemoryIdentityCache:
-    def __init__(self) -> None:
-        self._values: dict[tuple[str, str], str] = {}
-
-    def lookup(self, namespace: str, raws: Collection[str]) -> dict[str, str]:
-        return {raw: self._values[(namespace, raw)] for raw in raws if (namespace, raw) in self._values}
-
-    def store(self, namespace: str, normalised: Mapping[str, str]) -> None:
-        self._values.update(((namespace, raw), value) for raw, value in normalised.items())
 
 
 # --- the whole resolver against the reference ----------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.demo_data import mutate_sqlite_demo
+from sync import app
 from sync.config_loader import load_config
 from sync.engine import SyncSummary
 from sync.exit_codes import ExitCode
@@ -172,3 +173,26 @@ def test_a_config_change_rechecks_every_customer(tmp_path: Path) -> None:
     changed = same_plan_both_ways(world, tmp_path)
     assert changed.skipped_verified == 0
     assert any(sum(p["changes"].values()) for p in changed.plans)
+
+
+def test_a_saved_plan_applied_leaves_no_customer_skipped_on_an_old_digest(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "world", customers=CUSTOMERS)
+    apply_day(world)
+    tagged = next(r for r in world.ledger_rows("email_outbox") if r.tags and not r.suppressed)
+    mover = a_customer(world, f"customer_id = {int(tagged.key)}")
+    with warehouse(world) as conn:
+        conn.execute(
+            "UPDATE customers SET email = ? WHERE customer_id = ?",
+            ("moved." + mover["email"], mover["customer_id"]),
+        )
+    plan = tmp_path / "saved.jsonl"
+    world.sync(dry_run=True, plan_out=plan)
+    applied = app.apply_plan(world.config, plan, targets=world.targets())
+    assert applied.exit_code is ExitCode.OK
+    # The address goes back to the row digest the customer was verified with before the plan.
+    with warehouse(world) as conn:
+        conn.execute(
+            "UPDATE customers SET email = ? WHERE customer_id = ?", (mover["email"], mover["customer_id"])
+        )
+    back = same_plan_both_ways(world, tmp_path)
+    assert changes(back, "email_outbox", "add_tag") >= 1  # the tags return to the old address
