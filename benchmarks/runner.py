@@ -79,24 +79,27 @@ def main(argv: list[str]) -> None:
     started, clock = datetime.now(timezone.utc), time.monotonic()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="personasync-bench-"))
     records: list[Record] = []
+    run: dict[str, object] = {}
     try:
-        for size in sizes:
+        for done, size in enumerate(sizes, start=1):
             print(
                 f"{size:,} customers: {', '.join(s for s in SCENARIOS if s in chosen)} ...", file=sys.stderr
             )
             records += run_size(size, work / str(size), chosen, args.apply_up_to)
+            # Saved after every size: a 10M run cut short keeps the sizes it finished.
+            targets.judge(records)
+            run = {
+                "started": started.isoformat(timespec="seconds"),
+                "seconds": round(time.monotonic() - clock),
+                "sizes": sizes[:done],
+                "scenarios": sorted(chosen),
+                "machine": machine,
+            }
+            results.save(out, run, records)
+            print(f"saved {size:,} customers to {out}", file=sys.stderr)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    targets.judge(records)
-    run = {
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": round(time.monotonic() - clock),
-        "sizes": sizes,
-        "scenarios": sorted(chosen),
-        "machine": machine,
-    }
-    results.save(out, run, records)
     text = report.markdown(run, records, str(out))
     print(text)
     if docs is not None:
