@@ -1,7 +1,7 @@
 """One entry point for the benchmarks:
 
     python -m benchmarks run [--customers 100000,1000000,10000000] [--scenario NAME ...] [--out results.json]
-    python -m benchmarks report RESULTS.json [--docs docs/performance.md]
+    python -m benchmarks report RESULTS.json [MORE.json ...] [--docs docs/performance.md]
 
 See benchmarks/README.md.
 """
@@ -23,16 +23,22 @@ def main(argv: list[str]) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="measure (see `python -m benchmarks run --help`)")
     rendering = commands.add_parser("report", help="write a results file as Markdown (docs/performance.md)")
-    rendering.add_argument("results", type=Path)
+    rendering.add_argument(
+        "results",
+        type=Path,
+        nargs="+",
+        help="one or more results files; a later one's figure replaces an "
+        "earlier one's for the same size, scenario, subject and step",
+    )
     rendering.add_argument("--docs", type=Path, help="where (default docs/performance.md; - for stdout)")
     args = parser.parse_args(argv)
-    from benchmarks import report, results
+    from benchmarks import report
 
+    text = report.merged(args.results)
     if args.docs == Path("-"):
-        run, records = results.load(args.results)
-        print(report.markdown(run, records, str(args.results)))
+        print(text, end="")
     else:
-        report.write(args.results, args.docs or report.DOCS)
+        (args.docs or report.DOCS).write_text(text)
 
 
 if __name__ == "__main__":

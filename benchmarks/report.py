@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import Record, load
+from benchmarks.results import Record, merge
+from benchmarks.targets import judge
 
 NUMBER = re.compile(r"-|-?[\d,]+(\.\d+)?")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -55,14 +56,17 @@ def _table(head: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in cells]
 
 
-def figures(records: list[Record]) -> list[str]:
+def figures(records: list[Record], *, with_run: bool = False) -> list[str]:
     head = ["customers", "scenario", "subject", "step", "wall s", "CPU s", "peak RSS MB", "x floor"]
     head += ["requests", "changes", "429s", "target", "met"]
-    rows = (
-        (r.customers, r.scenario, r.subject, r.step, r.wall_s, r.cpu_s, r.peak_rss_mb, r.x_floor, r.requests,
-         r.changes, r.throttled, "; ".join(f"{c.target}: {c.value}" for c in r.checks), _verdict(r))
+    rows = [
+        [r.customers, r.scenario, r.subject, r.step, r.wall_s, r.cpu_s, r.peak_rss_mb, r.x_floor, r.requests,
+         r.changes, r.throttled, "; ".join(f"{c.target}: {c.value}" for c in r.checks), _verdict(r)]
         for r in records
-    )  # fmt: skip
+    ]  # fmt: skip
+    if with_run:
+        head.insert(0, "run")
+        rows = [[r.run, *row] for r, row in zip(records, rows, strict=True)]
     return _table(head, rows)
 
 
@@ -113,14 +117,23 @@ def machine_line(run: dict[str, Any]) -> str:
     return (
         f"Machine `{m['name']}`: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['os']}, "
         f"Python {m['python']}, SQLite {m['sqlite']}. Run started {run['started']}, took "
-        f"{run['seconds'] / 60:.0f} min; sizes {', '.join(f'{s:,}' for s in run['sizes'])}."
+        f"{run['seconds'] / 60:.0f} min; sizes {', '.join(f'{s:,}' for s in run['sizes'])}; "
+        f"scenarios {', '.join(run['scenarios'])}."
     )
 
 
-def markdown(run: dict[str, Any], records: list[Record], source: str = "RESULTS.json") -> str:
+def markdown(runs: list[dict[str, Any]], records: list[Record]) -> str:
+    """``runs``: each run's description with its results file as ``source`` (several: a
+    merged report, the table says which run each figure is from)."""
     http = [r for r in records if r.detail.get("vendors")]
-    parts = [PREAMBLE.format(source=source), machine_line(run), "", "## Every figure and its target", ""]
-    parts += figures(records)
+    sources = " ".join(run["source"] for run in runs)
+    parts = [PREAMBLE.format(source=sources)]
+    if len(runs) == 1:
+        parts.append(machine_line(runs[0]))
+    else:
+        parts += [f"{number}. `{run['source']}`. {machine_line(run)}" for number, run in enumerate(runs, 1)]
+    parts += ["", "## Every figure and its target", ""]
+    parts += figures(records, with_run=len(runs) > 1)
     if http:
         parts += ["", "## Requests per vendor and rate-limit group", "",
                   "`req/s` counts only while the client works with that group (a sync applies one "
@@ -139,10 +152,16 @@ def markdown(run: dict[str, Any], records: list[Record], source: str = "RESULTS.
     return "\n".join(parts) + "\n"
 
 
-def write(results: Path, docs: Path = DOCS) -> None:
-    run, records = load(results)
+def merged(paths: list[Path]) -> str:
+    """The Markdown of one or more results files (see :func:`benchmarks.results.merge`),
+    judged again together."""
+    runs, records = merge([_relative(path) for path in paths])
+    judge(records)
+    return markdown(runs, records)
+
+
+def _relative(path: Path) -> Path:
     try:
-        source = str(results.resolve().relative_to(Path.cwd()))
+        return path.resolve().relative_to(Path.cwd())
     except ValueError:
-        source = str(results)
-    docs.write_text(markdown(run, records, source))
+        return path

@@ -53,6 +53,7 @@ class Record:
     note: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    run: int = field(default=1, compare=False)  # which run of a merged report (not saved)
 
     @classmethod
     def measured(
@@ -74,11 +75,13 @@ class Record:
         return all(judged) if judged else None
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "target": self.target, "met": self.met}
+        data = {**asdict(self), "target": self.target, "met": self.met}
+        del data["run"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
-        fields = {k: v for k, v in data.items() if k not in ("target", "met", "checks")}
+        fields = {k: v for k, v in data.items() if k not in ("target", "met", "checks", "run")}
         return cls(**fields, checks=[Check(**c) for c in data.get("checks", [])])
 
 
@@ -117,3 +120,20 @@ def load(path: Path) -> tuple[dict[str, Any], list[Record]]:
     data = json.loads(path.read_text())
     records = [Record.from_json(r) for r in data.pop("records")]
     return data, records
+
+
+def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], list[Record]]:
+    """Several runs as one report: each run's description, and the records of all of them,
+    a later file's record replacing an earlier one's for the same (size, scenario, subject,
+    step); ``Record.run`` says which run (1-based) each came from. Ordered by size, then as
+    each run recorded them."""
+    runs: list[dict[str, Any]] = []
+    chosen: dict[tuple[int, str, str, str], Record] = {}
+    for number, path in enumerate(paths, start=1):
+        run, records = load(path)
+        runs.append({**run, "source": str(path)})
+        for record in records:
+            record.run = number
+            chosen[(record.customers, record.scenario, record.subject, record.step)] = record
+    ordered = sorted(chosen.values(), key=lambda r: r.customers)
+    return runs, ordered

@@ -100,7 +100,7 @@ def main(argv: list[str]) -> None:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    text = report.markdown(run, records, str(out))
+    text = report.markdown([{**run, "source": str(out)}], records)
     print(text)
     if docs is not None:
         docs.write_text(text)
