@@ -535,6 +535,9 @@ def _plan_input(
     writes = not options.dry_run and options.shard is None and not options.full_resync
     verified = VerifiedKeys(state, _config_digest(run, config, targets), names, writes)
     plain = options.full_resync or options.recheck_all or options.shard is not None  # a shard counts each
+    # A dry run records nothing, so with nobody verified the joint query would only digest
+    # and sort every row for nothing (a first dry run); a sending run goes on, to record.
+    plain = plain or (options.dry_run and not verified.any_recorded())
     _, state_schema = config.state_store()
     schema = None if plain else state_schema or attach_state(run.conn, state)
     if schema is None:

@@ -75,6 +75,14 @@ class VerifiedKeys:
         self.destinations = list(destinations)
         self.writes = writes
 
+    def any_recorded(self) -> bool:
+        """Some customer is verified for this config (for none, skipping can skip nobody)."""
+        v = VERIFIED_KEYS
+        with self._state.connect() as conn:
+            return (
+                conn.execute(sa.select(v.c.key).where(v.c.config == self.config).limit(1)).first() is not None
+            )
+
     def refresh_lists(self, listed: Mapping[str, Mapping[str, int]]) -> int:
         """Forget the customers whose identifiers a suppression list gained or lost since the
         lists were recorded (``listed``: kind -> normalised identifier -> sources' bitmask),
