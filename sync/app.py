@@ -80,7 +80,7 @@ from sync.ports import DestinationError, SetsUp, SetupStatus, SetupStep
 from sync.state import RESTORE as STATE_RESTORE
 from sync.state import SqlIdentityCache, StateError, create_state_engine, migrate
 from sync.validate import Check, describe, origin_key, validate_against
-from sync.verified import VerifiedKeys, config_digest
+from sync.verified import ListedEntries, VerifiedKeys, config_digest
 
 EXAMPLE_CONFIG_NAME = "config.example.toml"
 DEMO_DIR_PREFIX = "personasync-demo/"  # how config.example.toml refers to the demo folder
@@ -543,7 +543,7 @@ def _plan_input(
     if schema is None:
         recorder = None if options.dry_run else verified.recorder(iter(()))  # forgets only
         return PlanInput(run.assignments(), observer=recorder)
-    verified.refresh_lists(run.listed)
+    verified.refresh_lists(ListedEntries(run.listed))
     # A new transaction, so the warehouse connection sees the customers just forgotten:
     # DuckDB (like any snapshot-isolated database) reads one snapshot per transaction.
     run.conn.rollback()
