@@ -128,7 +128,7 @@ class Resolution:
     source_key: str  # "source.table" or "source.query", for messages
     kinds: Mapping[str, str]  # the source's columns and their kinds
     phones: PhoneNormaliser
-    listed: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # kind -> identifier -> sources
+    listed: ListedEntries = field(default_factory=lambda: ListedEntries({}))  # the suppression lists
     python_duplicates: frozenset[str] = frozenset()  # keys whose email only Python finds taken
 
     def assignments(self, rows: Iterable[Sequence[object]] | None = None) -> Iterator[Assignment]:
@@ -225,6 +225,8 @@ def open_resolution(
             listed = _suppression_lists(config, conn, emails, phones)
             duplicates = _duplicate_emails_beyond_sql(conn, settings, kinds, emails)
             indexes = {kind: IdentifierIndex(masks.items()) for kind, masks in listed.items()}
+            entries = ListedEntries(listed)  # kept compact: the dict of identifiers goes now
+            del listed
             resolver = Resolver(settings, query, phones, indexes, emails, duplicates)
             source_key = origin_key("source", config.source)
             yield Resolution(
@@ -235,7 +237,7 @@ def open_resolution(
                 source_key=source_key,
                 kinds=kinds,
                 phones=phones,
-                listed=listed,
+                listed=entries,
                 python_duplicates=duplicates,
             )
     finally:
@@ -543,7 +545,7 @@ def _plan_input(
     if schema is None:
         recorder = None if options.dry_run else verified.recorder(iter(()))  # forgets only
         return PlanInput(run.assignments(), observer=recorder)
-    verified.refresh_lists(ListedEntries(run.listed))
+    verified.refresh_lists(run.listed)
     # A new transaction, so the warehouse connection sees the customers just forgotten:
     # DuckDB (like any snapshot-isolated database) reads one snapshot per transaction.
     run.conn.rollback()
