@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import sqlite3
+import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -103,6 +104,20 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
     }
+
+
+def commit() -> str | None:
+    """The commit the benchmarks ran at (None outside a git checkout), with ``+changes`` when
+    the working tree differs from it."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty.stdout.strip() else "")
 
 
 def default_path(name: str) -> Path:

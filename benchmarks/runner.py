@@ -91,6 +91,7 @@ def main(argv: list[str]) -> None:
             run = {
                 "started": started.isoformat(timespec="seconds"),
                 "seconds": round(time.monotonic() - clock),
+                "commit": results.commit(),
                 "sizes": sizes[:done],
                 "scenarios": sorted(chosen),
                 "machine": machine,
