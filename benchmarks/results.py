@@ -138,17 +138,14 @@ def load(path: Path) -> tuple[dict[str, Any], list[Record]]:
 
 
 def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], list[Record]]:
-    """Several runs as one report: each run's description, and the records of all of them,
-    a later file's record replacing an earlier one's for the same (size, scenario, subject,
-    step); ``Record.run`` says which run (1-based) each came from. Ordered by size, then as
-    each run recorded them."""
+    """Several runs as one report: each run's description, and every record of all of them,
+    ``Record.run`` saying which run (1-based) it came from; ordered by size, then run."""
     runs: list[dict[str, Any]] = []
-    chosen: dict[tuple[int, str, str, str], Record] = {}
+    records: list[Record] = []
     for number, path in enumerate(paths, start=1):
-        run, records = load(path)
+        run, loaded = load(path)
         runs.append({**run, "source": str(path)})
-        for record in records:
+        for record in loaded:
             record.run = number
-            chosen[(record.customers, record.scenario, record.subject, record.step)] = record
-    ordered = sorted(chosen.values(), key=lambda r: r.customers)
-    return runs, ordered
+            records.append(record)
+    return runs, sorted(records, key=lambda r: (r.customers, r.run))

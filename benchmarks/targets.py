@@ -41,7 +41,13 @@ def key(record: Record) -> Key:
 
 
 def judge(records: list[Record]) -> None:
-    """Fill each record's ``x_floor`` and ``checks``."""
+    """Fill each record's ``x_floor`` and ``checks``, comparing records of the same run only
+    (a merged report holds several, maybe of different commits)."""
+    for run in sorted({r.run for r in records}):
+        _judge_run([r for r in records if r.run == run])
+
+
+def _judge_run(records: list[Record]) -> None:
     by_key = {key(r): r for r in records if not r.skipped}
     floors = {r.customers: r.wall_s for r in records if r.scenario == "baseline_sql" and r.wall_s}
     sizes = sorted({r.customers for r in records})
