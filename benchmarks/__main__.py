@@ -27,8 +27,7 @@ def main(argv: list[str]) -> None:
         "results",
         type=Path,
         nargs="+",
-        help="one or more results files; a later one's figure replaces an "
-        "earlier one's for the same size, scenario, subject and step",
+        help="one or more results files (every figure of each; targets judged within each run)",
     )
     rendering.add_argument("--docs", type=Path, help="where (default docs/performance.md; - for stdout)")
     args = parser.parse_args(argv)
