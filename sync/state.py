@@ -384,7 +384,7 @@ class SqlIdentityCache:
             for raw, v in normalised.items()
         ]
         with self._engine.begin() as conn:
-            conn.execute(_insert_ignoring_duplicates(conn), rows)
+            conn.execute(insert_ignoring_duplicates(conn, IDENTITY_CACHE), rows)
 
     @staticmethod
     def _digester(namespace: str) -> Callable[[str], int]:
@@ -411,17 +411,19 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _insert_ignoring_duplicates(conn: Connection) -> sa.Insert:
+def insert_ignoring_duplicates(conn: Connection, table: sa.Table) -> sa.Insert:
+    """An INSERT into ``table`` that skips rows whose key is already there (SQLite,
+    PostgreSQL): two runs may write the same rows at once, and the second must not fail."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(IDENTITY_CACHE).on_conflict_do_nothing()
+        return sqlite_insert(table).on_conflict_do_nothing()
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(IDENTITY_CACHE).on_conflict_do_nothing()
-    return IDENTITY_CACHE.insert()
+        return pg_insert(table).on_conflict_do_nothing()
+    return table.insert()
 
 
 def _batches(items: list[int], size: int) -> Iterator[list[int]]:

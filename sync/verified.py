@@ -38,7 +38,7 @@ from personas.identity import phone_digits
 from personas.model import Assignment
 from sync.joint_rows import FetchedKey
 from sync.membership import Membership
-from sync.state import LISTED_IDENTIFIERS, MEMBERSHIPS, VERIFIED_KEYS, stable_hash
+from sync.state import LISTED_IDENTIFIERS, MEMBERSHIPS, VERIFIED_KEYS, insert_ignoring_duplicates, stable_hash
 
 KINDS: Final = ("email", "phone")  # what a suppression list can match on, besides the key
 BATCH: Final = 2_000  # keys per IN (...) and per insert
@@ -153,8 +153,8 @@ class VerifiedKeys:
                 for batch in _batches(removed):
                     conn.execute(t.delete().where(t.c.entry.in_(batch)))
                 for batch in _batches(added):
-                    conn.execute(
-                        t.insert(),
+                    conn.execute(  # a run whose lock was taken over may record the same entries
+                        insert_ignoring_duplicates(conn, t),
                         [
                             {"entry": entries[p], "kind": KINDS[listed.kinds[p]], "value_h": listed.values[p]}
                             for p in batch
