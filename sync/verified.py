@@ -141,14 +141,10 @@ class VerifiedKeys:
             anyone_verified = conn.execute(sa.select(VERIFIED_KEYS.c.key).limit(1)).first() is not None
         for position in added:
             touched[KINDS[listed.kinds[position]]].append(listed.values[position])
-        v = VERIFIED_KEYS
         forgotten = 0
         with self._state.begin() as conn:
-            if anyone_verified:  # a first run lists everything as new, and has nobody to forget
-                emails, phones = sorted(set(touched["email"])), sorted(set(touched["phone"]))
-                for column, values in ((v.c.email_h, emails), (v.c.phone_h, phones), (v.c.digits_h, phones)):
-                    for batch in _batches(values):
-                        forgotten += conn.execute(v.delete().where(column.in_(batch))).rowcount or 0
+            if anyone_verified and (touched["email"] or touched["phone"]):  # a first run has nobody
+                forgotten = _forget_identifiers(conn, touched)
             if self.writes:
                 for batch in _batches(removed):
                     conn.execute(t.delete().where(t.c.entry.in_(batch)))
@@ -275,6 +271,36 @@ class Recorder:
         self._file.seek(0)
         for line in self._file:
             yield json.loads(line)
+
+
+TOUCHED: Final = sa.Table(  # the identifiers a list change touched, for one scan
+    "personasync_touched",
+    sa.MetaData(),
+    sa.Column("kind", sa.String(5), primary_key=True),
+    sa.Column("value_h", sa.BigInteger, primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _forget_identifiers(conn: Connection, touched: Mapping[str, Sequence[int]]) -> int:
+    """Delete the verified customers whose email or phone hash is ``touched`` (kind -> hashes),
+    in one scan of the table: the hashes go into a temporary table, since the table has no
+    index on them (see :data:`~sync.state.VERIFIED_KEYS`). Returns how many."""
+    v, t = VERIFIED_KEYS, TOUCHED
+    t.create(conn)  # inside the transaction: gone with it, also if the delete fails
+    for kind, values in touched.items():
+        for batch in _batches(sorted(set(values))):
+            conn.execute(t.insert(), [{"kind": kind, "value_h": h} for h in batch])
+
+    def hashes(kind: str) -> sa.Select[tuple[int]]:
+        return sa.select(t.c.value_h).where(t.c.kind == kind)
+
+    listed = sa.or_(
+        v.c.email_h.in_(hashes("email")), v.c.phone_h.in_(hashes("phone")), v.c.digits_h.in_(hashes("phone"))
+    )
+    forgotten = conn.execute(v.delete().where(listed)).rowcount or 0
+    t.drop(conn)
+    return forgotten
 
 
 def _batches(items: Iterator[Any] | Sequence[Any]) -> Iterator[list[Any]]:

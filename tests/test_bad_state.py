@@ -81,7 +81,7 @@ APPLIED = (
     (1, "identity cache", "2026-01-05T10:00:00+00:00"),
     (2, "sync ledger: memberships, runs, record outcomes, lock", "2026-03-02T10:00:00+00:00"),
 )
-CURRENT_VERSIONS = [1, 2, 3, 4]
+CURRENT_VERSIONS = [1, 2, 3, 4, 5]
 
 
 @dataclass(frozen=True)
@@ -277,8 +277,8 @@ REFUSED: list[Refused] = [
     ),
     Refused(
         "newer-version",
-        damaged("INSERT INTO schema_migrations VALUES (5, 'from the future', '2030-01-01')"),
-        ("schema version 5, newer than this personasync understands (4); upgrade personasync",),
+        damaged("INSERT INTO schema_migrations VALUES (6, 'from the future', '2030-01-01')"),
+        ("schema version 6, newer than this personasync understands (5); upgrade personasync",),
     ),
     Refused(
         "much-newer-version-with-new-tables",

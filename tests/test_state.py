@@ -53,3 +53,48 @@ def test_identity_cache_round_trip_by_namespace(tmp_path: Path) -> None:
         "12": "",
     }
     assert cache.lookup("phone:GB", ["(415) 555-0100"]) == {}
+
+
+HASH_INDEXES = {
+    "ix_verified_email": "email_h",
+    "ix_verified_phone": "phone_h",
+    "ix_verified_digits": "digits_h",
+}
+
+
+def _indexes_on_verified_keys(conn: sa.Connection) -> set[str]:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'verified_keys'"
+    elif dialect == "postgresql":
+        query = (
+            "SELECT indexname FROM pg_indexes "
+            "WHERE tablename = 'verified_keys' AND schemaname = current_schema()"
+        )
+    else:
+        query = "SELECT index_name FROM duckdb_indexes() WHERE table_name = 'verified_keys'"
+    return {name for (name,) in conn.exec_driver_sql(query)}
+
+
+def test_a_store_made_by_version_4_loses_its_indexes_on_identifier_hashes(warehouse_url: str) -> None:
+    """Migration 4 indexed the three identifier hashes of verified keys; a first sync spent
+    most of its recording time keeping them. Migration 5 drops them, in the store's schema,
+    and keeps the verified customers."""
+    url = make_url(warehouse_url)
+    schema = {"sqlite": None, "postgresql": url.query.get("options", "").partition("=")[2], "duckdb": "state"}
+    engine = create_state_engine(url, schema[url.get_backend_name()])
+    migrate(engine)
+    with engine.begin() as conn:  # the store as migration 4 left it, with a verified customer
+        for name, column in HASH_INDEXES.items():
+            conn.exec_driver_sql(f"CREATE INDEX {name} ON verified_keys ({column})")
+        conn.execute(SCHEMA_MIGRATIONS.delete().where(SCHEMA_MIGRATIONS.c.version == 5))
+        conn.exec_driver_sql(
+            "INSERT INTO verified_keys (key, row_digest, config, email_h) VALUES ('c1', 'd', 'cfg', 7)"
+        )
+        assert set(HASH_INDEXES) <= _indexes_on_verified_keys(conn)
+
+    assert migrate(engine) == 5
+    with engine.connect() as conn:
+        assert not set(HASH_INDEXES) & _indexes_on_verified_keys(conn)
+        assert conn.exec_driver_sql("SELECT key, email_h FROM verified_keys").all() == [("c1", 7)]
+    engine.dispose()
