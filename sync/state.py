@@ -231,6 +231,8 @@ def create_state_engine(url: URL, schema: str | None = None) -> Engine:
     engine = sa.create_engine(url)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    if url.get_backend_name() == "postgresql":
+        sa.event.listen(engine, "connect", _postgres_custom_plans)
     if schema is not None:
         sa.event.listen(engine, "connect", _in_schema(url.get_backend_name(), schema))
     return engine
@@ -255,6 +257,17 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
     cursor.close()
+
+
+def _postgres_custom_plans(dbapi_connection: Any, _record: object) -> None:
+    """Plan every statement with its parameters. psycopg prepares a statement run five
+    times, and PostgreSQL then keeps one generic plan for it: the ledger's lookups, first
+    planned while a first sync's tables were empty, went on scanning them whole as they
+    filled (a 100k first sync with the state in the warehouse: 88 s, 26 s with this)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET plan_cache_mode = force_custom_plan")
+    cursor.close()
+    dbapi_connection.commit()
 
 
 def migrate(engine: Engine) -> int:

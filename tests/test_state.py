@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from sync.state import (
+    MEMBERSHIPS,
     MIGRATIONS,
     SCHEMA_MIGRATIONS,
     SqlIdentityCache,
@@ -98,3 +99,27 @@ def test_a_store_made_by_version_4_loses_its_indexes_on_identifier_hashes(wareho
         assert not set(HASH_INDEXES) & _indexes_on_verified_keys(conn)
         assert conn.exec_driver_sql("SELECT key, email_h FROM verified_keys").all() == [("c1", 7)]
     engine.dispose()
+
+
+def test_statements_on_a_postgresql_state_store_are_planned_with_their_parameters(
+    postgres_schema_url: str,
+) -> None:
+    """psycopg prepares a statement run five times, and PostgreSQL would then keep one
+    generic plan, made while a first sync's tables are nearly empty: a full scan of the
+    ledger for every batch as it fills. Every execution must get a plan of its own."""
+    engine = create_state_engine(make_url(postgres_schema_url))
+    migrate(engine)
+    m = MEMBERSHIPS
+    lookup = sa.select(m.c.key).where(
+        m.c.destination == "email", m.c.key.in_(sa.bindparam("keys", expanding=True))
+    )
+    with engine.connect() as conn:
+        for run in range(12):
+            conn.execute(lookup, {"keys": [str(run), str(run + 1)]}).all()
+        prepared = conn.exec_driver_sql(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE position('memberships' in statement) > 0"
+        ).all()
+    engine.dispose()
+    assert prepared, "psycopg no longer prepares repeated statements: this test proves nothing"
+    assert all(generic == 0 and custom > 0 for generic, custom in prepared), prepared
