@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sync.changes import Acknowledged, Change, ChangeKind
 from sync.membership import TAG_SEPARATOR, fingerprint
 from sync.spool import decode, encode
-from sync.state import INTENTS, LEDGER_META, MEMBERSHIPS, OUTCOMES, RUNS
+from sync.state import INTENTS, LEDGER_META, MEMBERSHIPS, OUTCOMES, RUNS, insert_rows
 
 READ_BATCH: Final = 2_000  # keys per IN (...) when loading rows to update
 SETTLED: Final = "sent by a run that stopped before recording the answer: counted as sent, never repeated"
@@ -175,9 +175,8 @@ class Ledger:
             keep = [
                 row for row in rows.values() if row["tags"] or row["suppressed"] or row["failed_fingerprint"]
             ]
-            if keep:
-                conn.execute(m.insert(), keep)
-            conn.execute(OUTCOMES.insert(), [_outcome_row(run_id, destination, o, at) for o in outcomes])
+            insert_rows(conn, m, keep)
+            insert_rows(conn, OUTCOMES, [_outcome_row(run_id, destination, o, at) for o in outcomes])
             _delete_intents(conn, destination, [o.change for o in outcomes])
             conn.execute(LEDGER_META.update().values(version=LEDGER_META.c.version + 1))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -409,7 +409,7 @@ class SqlIdentityCache:
             for raw, v in normalised.items()
         ]
         with self._engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(conn, IDENTITY_CACHE), rows)
+            insert_rows(conn, IDENTITY_CACHE, rows, skip_existing=True)
 
     @staticmethod
     def _digester(namespace: str) -> Callable[[str], int]:
@@ -436,19 +436,51 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def insert_ignoring_duplicates(conn: Connection, table: sa.Table) -> sa.Insert:
-    """An INSERT into ``table`` that skips rows whose key is already there (SQLite,
-    PostgreSQL): two runs may write the same rows at once, and the second must not fail."""
+def insert_rows(
+    conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *, skip_existing: bool = False
+) -> None:
+    """Insert ``rows`` (each with the same keys) into ``table``. ``skip_existing``: skip a row
+    whose key is already there: two runs may write the same rows at once (the identity
+    cache; a run whose lock was taken over), and the second must not fail.
+
+    On DuckDB the rows go in as one list per column, unnested by the database: SQLAlchemy's
+    multi-row ``VALUES`` binds every value as a parameter of its own, which DuckDB plans
+    slowly (a first sync of 100k customers with the state in DuckDB spent 52 of its 79 s
+    there; 20,000 ledger rows take 3.0 s that way and 0.13 s as lists)."""
+    if not rows:
+        return
     dialect = conn.dialect.name
+    if dialect == "duckdb":
+        _insert_unnested(conn, table, rows, " ON CONFLICT DO NOTHING" if skip_existing else "")
+    elif skip_existing and dialect in ("sqlite", "postgresql"):
+        conn.execute(_insert_or_skip(dialect, table), list(rows))
+    else:
+        conn.execute(table.insert(), list(rows))
+
+
+def _insert_or_skip(dialect: str, table: sa.Table) -> sa.Insert:
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(table).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing()
-    return table.insert()
+    return pg_insert(table).on_conflict_do_nothing()
+
+
+def _insert_unnested(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], tail: str) -> None:
+    names = list(rows[0])
+    preparer = conn.dialect.identifier_preparer
+    columns = [preparer.format_column(table.c[name]) for name in names]
+    values = [f"unnest(CAST(? AS {table.c[name].type.compile(conn.dialect)}[]))" for name in names]
+    for column in table.c:  # ids numbered by a sequence (DuckDB has no SERIAL)
+        if column.name not in names and isinstance(column.default, sa.Sequence):
+            columns.append(preparer.format_column(column))
+            values.append(f"nextval('{column.default.name}')")
+    conn.exec_driver_sql(
+        f"INSERT INTO {preparer.format_table(table)} ({', '.join(columns)}) SELECT {', '.join(values)}{tail}",
+        tuple([row[name] for row in rows] for name in names),
+    )
 
 
 def _batches(items: list[int], size: int) -> Iterator[list[int]]:

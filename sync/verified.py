@@ -38,7 +38,13 @@ from personas.identity import phone_digits
 from personas.model import Assignment
 from sync.joint_rows import FetchedKey
 from sync.membership import Membership
-from sync.state import LISTED_IDENTIFIERS, MEMBERSHIPS, VERIFIED_KEYS, insert_ignoring_duplicates, stable_hash
+from sync.state import (
+    LISTED_IDENTIFIERS,
+    MEMBERSHIPS,
+    VERIFIED_KEYS,
+    insert_rows,
+    stable_hash,
+)
 
 KINDS: Final = ("email", "phone")  # what a suppression list can match on, besides the key
 BATCH: Final = 2_000  # keys per IN (...) and per insert
@@ -149,13 +155,11 @@ class VerifiedKeys:
                 for batch in _batches(removed):
                     conn.execute(t.delete().where(t.c.entry.in_(batch)))
                 for batch in _batches(added):
-                    conn.execute(  # a run whose lock was taken over may record the same entries
-                        insert_ignoring_duplicates(conn, t),
-                        [
-                            {"entry": entries[p], "kind": KINDS[listed.kinds[p]], "value_h": listed.values[p]}
-                            for p in batch
-                        ],
-                    )
+                    rows = [
+                        {"entry": entries[p], "kind": KINDS[listed.kinds[p]], "value_h": listed.values[p]}
+                        for p in batch
+                    ]  # a run whose lock was taken over may record the same entries
+                    insert_rows(conn, t, rows, skip_existing=True)
         return forgotten
 
     def recorder(self, fetched: Iterator[FetchedKey]) -> Recorder:
@@ -171,21 +175,18 @@ class VerifiedKeys:
                 guard(conn)
             keys = sorted({*forget, *(c[0] for c in record)})
             conn.execute(v.delete().where(v.c.key.in_(keys)))
-            if record:
-                conn.execute(
-                    v.insert(),
-                    [
-                        {
-                            "key": c[0],
-                            "row_digest": c[1],
-                            "config": self.config,
-                            "email_h": c[2],
-                            "phone_h": c[3],
-                            "digits_h": c[4],
-                        }
-                        for c in record
-                    ],
-                )
+            rows = [
+                {
+                    "key": c[0],
+                    "row_digest": c[1],
+                    "config": self.config,
+                    "email_h": c[2],
+                    "phone_h": c[3],
+                    "digits_h": c[4],
+                }
+                for c in record
+            ]
+            insert_rows(conn, v, rows)
 
     def ledger_states(self, keys: Sequence[str]) -> dict[tuple[str, str], str]:
         """(key, destination) -> the state the ledger shows (see :func:`expected_state`)."""
@@ -290,7 +291,7 @@ def _forget_identifiers(conn: Connection, touched: Mapping[str, Sequence[int]]) 
     t.create(conn)  # inside the transaction: gone with it, also if the delete fails
     for kind, values in touched.items():
         for batch in _batches(sorted(set(values))):
-            conn.execute(t.insert(), [{"kind": kind, "value_h": h} for h in batch])
+            insert_rows(conn, t, [{"kind": kind, "value_h": h} for h in batch])
 
     def hashes(kind: str) -> sa.Select[tuple[int]]:
         return sa.select(t.c.value_h).where(t.c.kind == kind)

@@ -10,12 +10,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from sync.state import (
+    IDENTITY_CACHE,
     MEMBERSHIPS,
     MIGRATIONS,
+    OUTCOMES,
     SCHEMA_MIGRATIONS,
     SqlIdentityCache,
     StateError,
     create_state_engine,
+    insert_rows,
     migrate,
 )
 
@@ -77,14 +80,19 @@ def _indexes_on_verified_keys(conn: sa.Connection) -> set[str]:
     return {name for (name,) in conn.exec_driver_sql(query)}
 
 
-def test_a_store_made_by_version_4_loses_its_indexes_on_identifier_hashes(warehouse_url: str) -> None:
-    """Migration 4 indexed the three identifier hashes of verified keys; a first sync spent
-    most of its recording time keeping them. Migration 5 drops them, in the store's schema,
-    and keeps the verified customers."""
+def _state_engine_on(warehouse_url: str) -> sa.Engine:
     url = make_url(warehouse_url)
     schema = {"sqlite": None, "postgresql": url.query.get("options", "").partition("=")[2], "duckdb": "state"}
     engine = create_state_engine(url, schema[url.get_backend_name()])
     migrate(engine)
+    return engine
+
+
+def test_a_store_made_by_version_4_loses_its_indexes_on_identifier_hashes(warehouse_url: str) -> None:
+    """Migration 4 indexed the three identifier hashes of verified keys; a first sync spent
+    most of its recording time keeping them. Migration 5 drops them, in the store's schema,
+    and keeps the verified customers."""
+    engine = _state_engine_on(warehouse_url)
     with engine.begin() as conn:  # the store as migration 4 left it, with a verified customer
         for name, column in HASH_INDEXES.items():
             conn.exec_driver_sql(f"CREATE INDEX {name} ON verified_keys ({column})")
@@ -123,3 +131,29 @@ def test_statements_on_a_postgresql_state_store_are_planned_with_their_parameter
     engine.dispose()
     assert prepared, "psycopg no longer prepares repeated statements: this test proves nothing"
     assert all(generic == 0 and custom > 0 for generic, custom in prepared), prepared
+
+
+def test_rows_written_to_the_state_store_read_back_as_written(warehouse_url: str) -> None:
+    """DuckDB takes rows as one list per column (see ``insert_rows``): every value, NULLs,
+    booleans, quotes and numbered ids must come back as SQLite and PostgreSQL keep them."""
+    engine = _state_engine_on(warehouse_url)
+    outcomes = [
+        {"run_id": 1, "destination": "email", "key": f"k{i}", "address": f"o'{i}@x.com", "change": "add_tag",
+         "tag": None if i % 2 else "vip", "status": "applied", "reason": None, "attempts": 1, "at": "2026"}
+        for i in range(5)
+    ]  # fmt: skip
+    cached = [
+        {"digest": d, "namespace": "phone:US", "raw": f"+1 415 555 010{d}", "normalised": "x"} for d in (1, 2)
+    ]
+    with engine.begin() as conn:
+        insert_rows(conn, OUTCOMES, outcomes)
+        insert_rows(conn, IDENTITY_CACHE, cached, skip_existing=True)
+    with engine.begin() as conn:  # another run wrote one of them meanwhile: skipped, not an error
+        insert_rows(conn, IDENTITY_CACHE, [{**cached[0], "normalised": "y"}], skip_existing=True)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(OUTCOMES).order_by(OUTCOMES.c.id)).mappings().all()
+        cache = conn.execute(sa.select(IDENTITY_CACHE.c.raw, IDENTITY_CACHE.c.normalised)).all()
+    engine.dispose()
+    assert [{k: v for k, v in row.items() if k != "id"} for row in stored] == outcomes
+    assert len({row["id"] for row in stored}) == 5
+    assert sorted(cache) == [("+1 415 555 0101", "x"), ("+1 415 555 0102", "x")]
