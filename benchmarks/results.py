@@ -108,13 +108,17 @@ def machine() -> dict[str, Any]:
 
 def commit() -> str | None:
     """The commit the benchmarks ran at (None outside a git checkout), with ``+changes`` when
-    the working tree differs from it."""
+    the working tree differs from it (results files aside: a run's own output, or another
+    run's, does not change what is measured)."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", ":/", ":(exclude,top)benchmarks/results"],
+            cwd=here, capture_output=True, text=True,
+        )  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+changes" if dirty.stdout.strip() else "")
