@@ -443,6 +443,9 @@ def insert_rows(
     whose key is already there: two runs may write the same rows at once (the identity
     cache; a run whose lock was taken over), and the second must not fail.
 
+    Values go to the driver as they are, without SQLAlchemy's type processing: ``str``,
+    ``int``, ``bool`` and ``None``, which every state table holds and every driver takes.
+
     On DuckDB the rows go in as one list per column, unnested by the database: SQLAlchemy's
     multi-row ``VALUES`` binds every value as a parameter of its own, which DuckDB plans
     slowly (a first sync of 100k customers with the state in DuckDB spent 52 of its 79 s

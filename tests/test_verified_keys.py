@@ -80,13 +80,18 @@ def test_skipping_verified_customers_plans_exactly_what_a_full_recheck_plans(tmp
     assert_in_sync(world)
 
     # Day 2: lists change without any customer row changing: an SMS opt-out written in
-    # national format, a tagged customer's address unsubscribed (written in capitals), a
-    # do-not-contact entry.
+    # national format; one for a German number typed without its country, which only its
+    # digits match (the list's default region reads it as no number at all); a tagged
+    # customer's address unsubscribed (written in capitals), a do-not-contact entry.
     texted = a_customer(world, "sms_opt_in = 'opted_in' AND phone LIKE '+1%'")
+    abroad = a_customer(world, "sms_opt_in = 'opted_in' AND country = 'DE' AND phone LIKE '0%/%'")
     tagged = next(r for r in world.ledger_rows("email_outbox") if r.tags and not r.suppressed)
     with warehouse(world) as conn:
         conn.execute(
             "INSERT INTO sms_opt_outs VALUES (?, '2026-11-01')", (texted["phone"].removeprefix("+1"),)
+        )
+        conn.execute(
+            "INSERT INTO sms_opt_outs VALUES (?, '2026-11-01')", (abroad["phone"].replace("/", " "),)
         )
         conn.execute(
             "INSERT INTO email_unsubscribes VALUES (?, '2026-11-01')", (f" {tagged.address.upper()} ",)
@@ -99,6 +104,8 @@ def test_skipping_verified_customers_plans_exactly_what_a_full_recheck_plans(tmp
     assert changes(day2, "email_outbox", "suppress") >= 1  # so was the unsubscribe in capitals
     apply_day(world)
     assert_in_sync(world)
+    texted_abroad = [r for r in world.ledger_rows("sms_outbox") if r.key == str(abroad["customer_id"])]
+    assert texted_abroad and all(r.suppressed and not r.tags for r in texted_abroad)
 
     # Day 3: the unsubscribe is taken back; the deleted customer comes back exactly as they
     # were; a customer changes address, and (day 4) changes it back: rows return to a
