@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks import apply, report, resolve, results, state_location, sync, targets
 from benchmarks.results import Record
-from benchmarks.world import generate
+from benchmarks.world import generate, reuse
 
 SCENARIOS = (
     "resolve",
@@ -29,15 +29,27 @@ SCENARIOS = (
 RATE_BOUND = ("apply", "peers")
 
 
-def run_size(customers: int, work: Path, chosen: set[str], apply_up_to: int) -> list[Record]:
+def run_size(
+    customers: int,
+    work: Path,
+    chosen: set[str],
+    apply_up_to: int,
+    *,
+    reuse_world: bool = False,
+    engines: tuple[str, ...] = state_location.ENGINES,
+) -> list[Record]:
     """Every chosen scenario at one size (in ``work``, left behind for a look)."""
     pristine = work / "pristine"
-    records = [Record.measured(customers, "demo", "generate", "", generate(customers, pristine))]
+    records: list[Record] = []
+    if reuse_world:
+        reuse(pristine)
+    else:
+        records.append(Record.measured(customers, "demo", "generate", "", generate(customers, pristine)))
     if "resolve" in chosen:
         records += resolve.run(customers, pristine, work)
     records += sync.run(customers, pristine, work, chosen)
     if "state_location" in chosen:
-        records += state_location.run(customers, pristine, work)
+        records += state_location.run(customers, pristine, work, engines)
     if chosen & set(RATE_BOUND) and customers > apply_up_to:
         why = (
             f"{customers:,} customers > --apply-up-to {apply_up_to:,}: the vendors' rate limits make it hours"
@@ -68,7 +80,21 @@ def main(argv: list[str]) -> None:
         default=1_000_000,
         help="skip apply and peers above this size (rate-bound: slow)",
     )
+    parser.add_argument(
+        "--reuse-world",
+        action="store_true",
+        help="take <work-dir>/<size>/pristine as it is (no demo row): a world an earlier run or "
+        "`personasync demo --dir` left there",
+    )
+    parser.add_argument(
+        "--engine",
+        action="append",
+        choices=state_location.ENGINES,
+        help="state_location's warehouses (repeatable; default: both)",
+    )
     args = parser.parse_args(argv)
+    if args.reuse_world and args.work_dir is None:
+        parser.error("--reuse-world needs --work-dir")
     sizes = [int(s.replace("_", "")) for s in args.customers.split(",")]
     chosen = set(args.scenario or SCENARIOS)
     machine = results.machine()
@@ -85,7 +111,10 @@ def main(argv: list[str]) -> None:
             print(
                 f"{size:,} customers: {', '.join(s for s in SCENARIOS if s in chosen)} ...", file=sys.stderr
             )
-            records += run_size(size, work / str(size), chosen, args.apply_up_to)
+            records += run_size(
+                size, work / str(size), chosen, args.apply_up_to, reuse_world=args.reuse_world,
+                engines=tuple(args.engine or state_location.ENGINES),
+            )  # fmt: skip
             # Saved after every size: a 10M run cut short keeps the sizes it finished.
             targets.judge(records)
             run = {
@@ -94,6 +123,7 @@ def main(argv: list[str]) -> None:
                 "commit": results.commit(),
                 "sizes": sizes[:done],
                 "scenarios": sorted(chosen),
+                "reused_world": args.reuse_world,
                 "machine": machine,
             }
             results.save(out, run, records)

@@ -20,6 +20,7 @@ from benchmarks.measure import measure_json
 from benchmarks.results import Record
 from benchmarks.world import GUARDRAIL, change_the_day, copy_world, planned, sync_command
 
+ENGINES = ("postgres", "duckdb")
 LOCATIONS = ("separate", "warehouse")
 IN_WAREHOUSE = """[state]
 location = "warehouse"
@@ -53,10 +54,10 @@ def _postgres(admin: str) -> Callable[[Path, str], AbstractContextManager[Wareho
     return opened
 
 
-def run(customers: int, pristine: Path, work: Path) -> list[Record]:
+def run(customers: int, pristine: Path, work: Path, engines: tuple[str, ...] = ENGINES) -> list[Record]:
     records: list[Record] = []
     admin = warehouses.postgres_url()
-    for engine in ("postgres", "duckdb"):
+    for engine in engines:
         for location in LOCATIONS:
             subject = f"{engine}, state {location}"
             if engine == "postgres" and admin is None:

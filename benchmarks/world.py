@@ -62,10 +62,26 @@ def generate(customers: int, folder: Path) -> Measurement:
     it left behind removed, so each world starts empty."""
     command = [*CLI, "demo", "--dir", str(folder), "--customers", str(customers), "--as-of", AS_OF]
     measured = measure(command, quiet=True)
+    empty_the_state(folder)
+    return measured
+
+
+def reuse(folder: Path) -> None:
+    """Take a world an earlier run (or `personasync demo --dir`) left in ``folder`` as it is,
+    its state removed; unlike :func:`generate`, nothing is measured or synced."""
+    missing = [name for name in ("warehouse.db", "personasync.toml") if not (folder / name).is_file()]
+    if missing:
+        raise SystemExit(
+            f"--reuse-world: {folder} has no {' or '.join(missing)}; build it with "
+            f"`personasync demo --dir {folder} --customers N --as-of {AS_OF}`"
+        )
+    empty_the_state(folder)
+
+
+def empty_the_state(folder: Path) -> None:
     for leftover in folder.glob("personasync-state.db*"):
         leftover.unlink()
     shutil.rmtree(folder / "outbox", ignore_errors=True)
-    return measured
 
 
 def copy_world(
