@@ -35,6 +35,8 @@ STEADY = {"baseline_sql", "dry_run_steady", "noop"}  # the scenarios that need t
 
 
 def run(customers: int, pristine: Path, work: Path, chosen: set[str]) -> list[Record]:
+    if not chosen & (STEADY | {"dry_run_first"}):
+        return []  # no copy of the warehouse (2.2 GB at 10M) for nothing
     config = copy_world(pristine, work / "files")
     sync = sync_command(config)
     records = []
