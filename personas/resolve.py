@@ -63,17 +63,28 @@ class IdentifierIndex:
     """
 
     def __init__(self, entries: Iterable[tuple[str, int]]) -> None:
+        """``entries``: (identifier, bit of a source listing it)."""
         masks: dict[int, int] = {}
         for value, bit in entries:
             digest = hash(value)
             masks[digest] = masks.get(digest, 0) | bit
         ordered = sorted(masks.items())
-        self._hashes = array("q", (digest for digest, _ in ordered))
-        self._masks = array("Q", (mask for _, mask in ordered))
-        bits = 1 << max(6, (len(ordered) * 16).bit_length())
+        self._fill(array("q", (digest for digest, _ in ordered)), array("Q", (mask for _, mask in ordered)))
+
+    @classmethod
+    def from_hashes(cls, hashes: array[int], masks: array[int]) -> IdentifierIndex:
+        """From each identifier's ``hash()`` (ascending, no repeats) and its sources'
+        bitmask: a caller that hashed the identifiers as it read them need not hold them."""
+        index = cls.__new__(cls)
+        index._fill(hashes, masks)
+        return index
+
+    def _fill(self, hashes: array[int], masks: array[int]) -> None:
+        self._hashes, self._masks = hashes, masks
+        bits = 1 << max(6, (len(hashes) * 16).bit_length())
         self._slot = bits - 1
         bitmap = bytearray(bits // 8)
-        for digest, _ in ordered:
+        for digest in hashes:
             slot = digest & self._slot
             bitmap[slot >> 3] |= 1 << (slot & 7)
         self._bitmap = bytes(bitmap)

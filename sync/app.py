@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from personas.query import (
     unusual_emails_query,
 )
 from personas.resolve import (
+    CHUNK_SIZE,
     IdentifierIndex,
     ResolveError,
     Resolver,
@@ -74,6 +76,7 @@ from sync.engine import (
 from sync.joint_query import attach_state, joint_statement, verified_statements
 from sync.joint_rows import JointRows
 from sync.ledger import FailureRecord, Ledger, RunRecord
+from sync.listed_identifiers import ListedIdentifiers
 from sync.membership import DestinationSpec
 from sync.plan import Limits
 from sync.ports import DestinationError, SetsUp, SetupStatus, SetupStep
@@ -128,7 +131,7 @@ class Resolution:
     source_key: str  # "source.table" or "source.query", for messages
     kinds: Mapping[str, str]  # the source's columns and their kinds
     phones: PhoneNormaliser
-    listed: ListedEntries = field(default_factory=lambda: ListedEntries({}))  # the suppression lists
+    listed: ListedEntries = field(default_factory=ListedEntries.empty)  # the suppression lists
     python_duplicates: frozenset[str] = frozenset()  # keys whose email only Python finds taken
 
     def assignments(self, rows: Iterable[Sequence[object]] | None = None) -> Iterator[Assignment]:
@@ -222,11 +225,8 @@ def open_resolution(
             phones = PhoneNormaliser(
                 config.source.phone_region, SqlIdentityCache(state), workers, os.cpu_count() or 1
             )
-            listed = _suppression_lists(config, conn, emails, phones)
+            indexes, entries = _suppression_lists(config, conn, emails, phones)
             duplicates = _duplicate_emails_beyond_sql(conn, settings, kinds, emails)
-            indexes = {kind: IdentifierIndex(masks.items()) for kind, masks in listed.items()}
-            entries = ListedEntries(listed)  # kept compact: the dict of identifiers goes now
-            del listed
             resolver = Resolver(settings, query, phones, indexes, emails, duplicates)
             source_key = origin_key("source", config.source)
             yield Resolution(
@@ -286,22 +286,34 @@ def _phone_workers() -> ProcessPoolExecutor | None:
 
 def _suppression_lists(
     config: AppConfig, conn: Connection, emails: EmailNormaliser, phones: PhoneNormaliser
-) -> dict[str, dict[str, int]]:
-    """Per identifier kind, every identifier listed by a suppression source matched on email
-    or phone, normalised, with the bitmask of the sources listing it."""
-    listed: dict[str, dict[str, int]] = {}
+) -> tuple[dict[str, IdentifierIndex], ListedEntries]:
+    """Every identifier listed by a suppression source matched on email or phone, normalised
+    like customers': the resolver's index per kind and the entries compared with the lists
+    recorded (see :mod:`sync.listed_identifiers`). Read a chunk at a time."""
+    listed = ListedIdentifiers()
     for i, suppression in enumerate(config.suppressions):
         if suppression.match_on == "key":
             continue
+        key = origin_key(f"suppressions[{i}]", suppression)
+        for chunk in _chunked_values(conn, suppression_values_query(suppression, i), key):
+            listed.add(
+                suppression.match_on, suppression_entries(chunk, 1 << i, suppression.match_on, emails, phones)
+            )
+    return listed.build()
+
+
+def _chunked_values(conn: Connection, statement: sa.Executable, key: str) -> Iterator[list[object]]:
+    """The first column of ``statement``'s rows, :data:`CHUNK_SIZE` at a time. A warehouse
+    error names ``key``; whatever the caller does between chunks is outside the ``try``."""
+    rows = stream_rows(conn, statement)
+    while True:
         try:
-            values = [row[0] for row in stream_rows(conn, suppression_values_query(suppression, i))]
+            chunk = [row[0] for row in islice(rows, CHUNK_SIZE)]
         except SQLAlchemyError as exc:
-            key = origin_key(f"suppressions[{i}]", suppression)
             raise ResolveProblem(key, driver_message(exc)) from None
-        masks = listed.setdefault(suppression.match_on, {})
-        for value, bit in suppression_entries(values, 1 << i, suppression.match_on, emails, phones):
-            masks[value] = masks.get(value, 0) | bit
-    return listed
+        if not chunk:
+            return
+        yield chunk
 
 
 def preview(config: AppConfig, clock: datetime) -> Preview:

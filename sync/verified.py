@@ -76,28 +76,19 @@ def forget_verified(state: Engine) -> None:
 class ListedEntries:
     """The suppression lists as :meth:`VerifiedKeys.refresh_lists` compares them: one entry
     per (kind, normalised identifier, bitmask of the sources listing it), as stable 64-bit
-    hashes in ascending order, each with its kind and its identifier's hash beside it.
-
-    17 bytes an entry: a warehouse of 10M customers lists some 600k identifiers, and as
-    dicts of tuples the lists and their recorded copy took about 250 MB.
+    hashes in ascending order, each with its kind and its identifier's stable hash beside
+    it (17 bytes an entry). :class:`~sync.listed_identifiers.ListedIdentifiers` builds
+    them; an entry is the stable hash of (kind, the identifier's stable hash, bitmask).
     """
 
-    def __init__(self, listed: Mapping[str, Mapping[str, int]]) -> None:
-        """``listed``: kind -> normalised identifier -> sources' bitmask."""
-        unsorted, values, kinds = array("q"), array("q"), array("b")
-        for kind, masks in listed.items():
-            code = KINDS.index(kind)
-            for value, mask in masks.items():
-                unsorted.append(stable_hash(f"{kind}\x1f{value}\x1f{mask}"))
-                values.append(stable_hash(value))
-                kinds.append(code)
-        self.entries, self.values, self.kinds = array("q"), array("q"), array("b")
-        for position in sorted(range(len(unsorted)), key=unsorted.__getitem__):
-            if self.entries and self.entries[-1] == unsorted[position]:
-                continue  # two identifiers with one hash: recorded once, as before
-            self.entries.append(unsorted[position])
-            self.values.append(values[position])
-            self.kinds.append(kinds[position])
+    def __init__(self, entries: array[int], values: array[int], kinds: array[int]) -> None:
+        """Parallel arrays, ascending by ``entries``, without repeats; ``kinds``: positions
+        in :data:`KINDS`."""
+        self.entries, self.values, self.kinds = entries, values, kinds
+
+    @classmethod
+    def empty(cls) -> ListedEntries:
+        return cls(array("q"), array("q"), array("b"))
 
 
 class VerifiedKeys:

@@ -131,6 +131,22 @@ def test_skipping_verified_customers_plans_exactly_what_a_full_recheck_plans(tmp
     apply_day(world)
     assert_in_sync(world)
 
+    # Day 5: an address already unsubscribed also bounces: the same identifiers are listed,
+    # one by one more source. Its customer is checked again (here with the same outcome:
+    # both sources suppress email alone).
+    before = same_plan_both_ways(world, tmp_path).skipped_verified
+    with warehouse(world) as conn:
+        (listed,) = conn.execute(
+            "SELECT u.email FROM email_unsubscribes u JOIN customers c ON lower(trim(c.email)) = "
+            "lower(trim(u.email)) WHERE lower(trim(u.email)) NOT IN (SELECT lower(trim(email)) "
+            "FROM hard_bounces) ORDER BY u.email LIMIT 1"
+        ).fetchone()
+        conn.execute("INSERT INTO hard_bounces VALUES (?, '2026-11-01')", (listed,))
+    day5 = same_plan_both_ways(world, tmp_path)
+    assert day5.skipped_verified < before
+    apply_day(world)
+    assert_in_sync(world)
+
 
 def changes(summary: SyncSummary, destination: str, kind: str) -> int:
     return int(next(p for p in summary.plans if p["destination"] == destination)["changes"][kind])
