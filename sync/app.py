@@ -78,6 +78,7 @@ from sync.joint_rows import JointRows
 from sync.ledger import FailureRecord, Ledger, RunRecord
 from sync.listed_identifiers import ListedIdentifiers
 from sync.membership import DestinationSpec
+from sync.pending_identities import PendingIdentities
 from sync.plan import Limits
 from sync.ports import DestinationError, SetsUp, SetupStatus, SetupStep
 from sync.state import RESTORE as STATE_RESTORE
@@ -210,6 +211,7 @@ def open_resolution(
         engine.dispose()
         raise
     workers = _phone_workers()
+    pending = PendingIdentities()  # new numbers: written once the reading is done
     try:
         with engine.connect() as conn:
             catalog = WarehouseCatalog(conn)
@@ -223,7 +225,7 @@ def open_resolution(
                 raise ResolveProblem(exc.path, exc.message) from None
             emails = EmailNormaliser()
             phones = PhoneNormaliser(
-                config.source.phone_region, SqlIdentityCache(state), workers, os.cpu_count() or 1
+                config.source.phone_region, SqlIdentityCache(state, pending), workers, os.cpu_count() or 1
             )
             indexes, entries = _suppression_lists(config, conn, emails, phones)
             duplicates = _duplicate_emails_beyond_sql(conn, settings, kinds, emails)
@@ -240,7 +242,10 @@ def open_resolution(
                 listed=entries,
                 python_duplicates=duplicates,
             )
+        engine.dispose()  # no read of the state store is left open (see sync.pending_identities)
+        pending.flush(state)
     finally:
+        pending.close()
         if workers is not None:
             workers.shutdown(cancel_futures=True)
         engine.dispose()

@@ -19,10 +19,13 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
+
+if TYPE_CHECKING:
+    from sync.pending_identities import PendingIdentities
 
 METADATA = sa.MetaData()
 
@@ -366,7 +369,8 @@ def _listed(names: list[str], limit: int = 5) -> str:
 
 
 class SqlIdentityCache:
-    """:class:`personas.identity.IdentityCache` in the state store."""
+    """:class:`personas.identity.IdentityCache` in the state store. With ``pending``, what
+    is stored is held there until the caller flushes it (see :mod:`sync.pending_identities`)."""
 
     # SQLite pages kept in memory by a connection that looks phones up (KiB, as PRAGMA
     # cache_size takes them): a run looks up every customer's phone, and with the default
@@ -374,8 +378,9 @@ class SqlIdentityCache:
     # digest index at a million phones (12 MiB) and halves the time spent in system calls.
     SQLITE_PAGE_CACHE_KIB: Final = 16_384
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, pending: PendingIdentities | None = None) -> None:
         self._engine = engine
+        self._pending = pending
 
     def lookup(self, namespace: str, raws: Collection[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -408,6 +413,9 @@ class SqlIdentityCache:
             {"digest": digest(raw), "namespace": namespace, "raw": raw, "normalised": v}
             for raw, v in normalised.items()
         ]
+        if self._pending is not None:
+            self._pending.add(rows)
+            return
         with self._engine.begin() as conn:
             insert_rows(conn, IDENTITY_CACHE, rows, skip_existing=True)
 

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from sync.pending_identities import PendingIdentities
 from sync.state import (
     IDENTITY_CACHE,
     MEMBERSHIPS,
@@ -157,3 +158,28 @@ def test_rows_written_to_the_state_store_read_back_as_written(warehouse_url: str
     assert [{k: v for k, v in row.items() if k != "id"} for row in stored] == outcomes
     assert len({row["id"] for row in stored}) == 5
     assert sorted(cache) == [("+1 415 555 0101", "x"), ("+1 415 555 0102", "x")]
+
+
+def test_numbers_held_during_a_run_reach_the_cache_when_flushed(warehouse_url: str) -> None:
+    """A run holds the numbers it normalised until its reading is done (see
+    ``sync.pending_identities``), then writes them all, a range of digests at a time; a
+    number already cached keeps its row."""
+    engine = _state_engine_on(warehouse_url)
+    SqlIdentityCache(engine).store("phone:US", {"(415) 555-0100": "+14155550100"})
+    numbers = {f"(415) 555-01{n:02d}": f"+141555501{n:02d}" for n in range(40)}
+    with PendingIdentities(rows_per_transaction=7) as pending:
+        held = SqlIdentityCache(engine, pending)
+        held.store("phone:US", {**numbers, "(415) 555-0100": "changed meanwhile"})
+        held.store("phone:GB", {"07700 900123": "+447700900123"})
+        extremes = [-(2**63), -1, 0, 2**63 - 1]  # the first and last digest of the ranges
+        pending.add([{"digest": d, "namespace": "edge", "raw": str(d), "normalised": "x"} for d in extremes])
+        assert held.lookup("phone:US", numbers) == {"(415) 555-0100": "+14155550100"}  # not yet written
+        pending.flush(engine)
+        assert pending.count == 0
+        pending.flush(engine)  # nothing held: nothing to do
+    with engine.connect() as conn:
+        edges = conn.execute(sa.select(IDENTITY_CACHE.c.digest).where(IDENTITY_CACHE.c.namespace == "edge"))
+        assert sorted(digest for (digest,) in edges) == extremes
+    engine.dispose()
+    assert held.lookup("phone:US", numbers) == numbers
+    assert held.lookup("phone:GB", ["07700 900123"]) == {"07700 900123": "+447700900123"}
