@@ -211,46 +211,56 @@ def open_resolution(
         engine.dispose()
         raise
     workers = _phone_workers()
-    pending = PendingIdentities()  # new numbers: written once the reading is done
     try:
-        with engine.connect() as conn:
-            catalog = WarehouseCatalog(conn)
-            try:
-                _, kinds = describe(catalog, config.source)
-            except WarehouseError as exc:
-                raise ResolveProblem(origin_key("source", config.source), str(exc)) from None
-            try:
-                query = build_resolver_query(settings, kinds, clock, only_key=only_key)
-            except RuleError as exc:
-                raise ResolveProblem(exc.path, exc.message) from None
-            emails = EmailNormaliser()
-            phones = PhoneNormaliser(
-                config.source.phone_region, SqlIdentityCache(state, pending), workers, os.cpu_count() or 1
-            )
-            indexes, entries = _suppression_lists(config, conn, emails, phones)
-            duplicates = _duplicate_emails_beyond_sql(conn, settings, kinds, emails)
-            resolver = Resolver(settings, query, phones, indexes, emails, duplicates)
-            source_key = origin_key("source", config.source)
-            yield Resolution(
-                clock=clock,
-                query=query,
-                resolver=resolver,
-                conn=conn,
-                source_key=source_key,
-                kinds=kinds,
-                phones=phones,
-                listed=entries,
-                python_duplicates=duplicates,
-            )
-        engine.dispose()  # no read of the state store is left open (see sync.pending_identities)
-        pending.flush(state)
+        with PendingIdentities() as pending:  # new numbers: written once the reading is done
+            with engine.connect() as conn:
+                cache = SqlIdentityCache(state, pending)
+                yield _resolution(config, settings, conn, cache, workers, clock, only_key)
+            engine.dispose()  # no read of the state store is left open (see sync.pending_identities)
+            pending.flush(state)
     finally:
-        pending.close()
         if workers is not None:
             workers.shutdown(cancel_futures=True)
         engine.dispose()
         if own_state:
             state.dispose()
+
+
+def _resolution(
+    config: AppConfig,
+    settings: ResolverSettings,
+    conn: Connection,
+    cache: SqlIdentityCache,
+    workers: ProcessPoolExecutor | None,
+    clock: datetime,
+    only_key: str | None,
+) -> Resolution:
+    """The resolution on an open warehouse connection: the source described, the resolver
+    query built, the suppression lists read."""
+    catalog = WarehouseCatalog(conn)
+    try:
+        _, kinds = describe(catalog, config.source)
+    except WarehouseError as exc:
+        raise ResolveProblem(origin_key("source", config.source), str(exc)) from None
+    try:
+        query = build_resolver_query(settings, kinds, clock, only_key=only_key)
+    except RuleError as exc:
+        raise ResolveProblem(exc.path, exc.message) from None
+    emails = EmailNormaliser()
+    phones = PhoneNormaliser(config.source.phone_region, cache, workers, os.cpu_count() or 1)
+    indexes, entries = _suppression_lists(config, conn, emails, phones)
+    duplicates = _duplicate_emails_beyond_sql(conn, settings, kinds, emails)
+    return Resolution(
+        clock=clock,
+        query=query,
+        resolver=Resolver(settings, query, phones, indexes, emails, duplicates),
+        conn=conn,
+        source_key=origin_key("source", config.source),
+        kinds=kinds,
+        phones=phones,
+        listed=entries,
+        python_duplicates=duplicates,
+    )
 
 
 def _duplicate_emails_beyond_sql(

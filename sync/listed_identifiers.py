@@ -31,13 +31,13 @@ class ListedIdentifiers:
     """(identifier, source bit) pairs per kind, added as read; then the index and entries."""
 
     def __init__(self) -> None:
-        # Per kind, one element per pair: the identifier's stable hash, its hash() for the
-        # resolver's index (this process only), and the bit of the source listing it.
-        self._pairs = {kind: (array("q"), array("q"), array("Q")) for kind in KINDS}
+        # Per kind, one element per pair: the identifier's stable hash, the bit of the source
+        # listing it, and its hash() for the resolver's index (this process only).
+        self._pairs = {kind: (array("q"), array("Q"), array("q")) for kind in KINDS}
 
     def add(self, kind: str, pairs: Iterable[tuple[str, int]]) -> None:
         """``pairs``: (normalised identifier, bit of the source listing it)."""
-        stable, salted, bits = self._pairs[kind]
+        stable, bits, salted = self._pairs[kind]
         for value, bit in pairs:
             stable.append(stable_hash(value))
             salted.append(hash(value))
@@ -49,9 +49,10 @@ class ListedIdentifiers:
         indexes: dict[str, IdentifierIndex] = {}
         entries, values, codes = array("q"), array("q"), array("b")
         for code, kind in enumerate(KINDS):
-            stable, salted, masks = _merged(*self._pairs.pop(kind))
+            stable, bits, salted = self._pairs.pop(kind)
+            stable, masks, salted = _merged(stable, bits, salted)
             if stable:
-                hashes, index_masks = _merged_by(salted, masks)
+                hashes, index_masks, _ = _merged(salted, masks)
                 indexes[kind] = IdentifierIndex.from_hashes(hashes, index_masks)
             for value_h, mask in zip(stable, masks, strict=True):
                 # The identifier's stable hash stands for it: a new entry means a list
@@ -81,30 +82,20 @@ def sorted_positions(keys: array[int]) -> array[int]:
 
 
 def _merged(
-    stable: array[int], salted: array[int], bits: array[int]
+    keys: array[int], masks: array[int], carried: array[int] | None = None
 ) -> tuple[array[int], array[int], array[int]]:
-    """One element per identifier (by stable hash, ascending): its stable hash, its hash()
-    and the bits of every source listing it."""
-    out_stable, out_salted, out_masks = array("q"), array("q"), array("Q")
-    for position in sorted_positions(stable):
-        if out_stable and out_stable[-1] == stable[position]:
-            out_masks[-1] |= bits[position]
-            continue
-        out_stable.append(stable[position])
-        out_salted.append(salted[position])
-        out_masks.append(bits[position])
-    return out_stable, out_salted, out_masks
-
-
-def _merged_by(keys: array[int], masks: array[int]) -> tuple[array[int], array[int]]:
-    """``keys`` ascending without repeats, each with the masks of its repeats ORed: two
-    identifiers sharing a hash() look up as one, listed by the sources of both (the safe
-    direction: a customer may look suppressed, never the reverse)."""
-    out_keys, out_masks = array("q"), array("Q")
+    """``keys`` ascending without repeats, each with the masks of its repeats ORed and the
+    first of its repeats' ``carried`` value (none without ``carried``). Repeats of a stable
+    hash are one identifier listed by several sources; two identifiers sharing a hash()
+    look up as one, listed by the sources of both (the safe direction: a customer may look
+    suppressed, never the reverse)."""
+    out_keys, out_masks, out_carried = array("q"), array("Q"), array("q")
     for position in sorted_positions(keys):
         if out_keys and out_keys[-1] == keys[position]:
             out_masks[-1] |= masks[position]
             continue
         out_keys.append(keys[position])
         out_masks.append(masks[position])
-    return out_keys, out_masks
+        if carried is not None:
+            out_carried.append(carried[position])
+    return out_keys, out_masks, out_carried
