@@ -37,6 +37,7 @@ def run_size(
     *,
     reuse_world: bool = False,
     engines: tuple[str, ...] = state_location.ENGINES,
+    locations: tuple[str, ...] = state_location.LOCATIONS,
 ) -> list[Record]:
     """Every chosen scenario at one size (in ``work``, left behind for a look)."""
     pristine = work / "pristine"
@@ -49,7 +50,7 @@ def run_size(
         records += resolve.run(customers, pristine, work)
     records += sync.run(customers, pristine, work, chosen)
     if "state_location" in chosen:
-        records += state_location.run(customers, pristine, work, engines)
+        records += state_location.run(customers, pristine, work, engines, locations)
     if chosen & set(RATE_BOUND) and customers > apply_up_to:
         why = (
             f"{customers:,} customers > --apply-up-to {apply_up_to:,}: the vendors' rate limits make it hours"
@@ -92,6 +93,12 @@ def main(argv: list[str]) -> None:
         choices=state_location.ENGINES,
         help="state_location's warehouses (repeatable; default: both)",
     )
+    parser.add_argument(
+        "--location",
+        action="append",
+        choices=state_location.LOCATIONS,
+        help="state_location's [state] locations (repeatable; default: both)",
+    )
     args = parser.parse_args(argv)
     if args.reuse_world and args.work_dir is None:
         parser.error("--reuse-world needs --work-dir")
@@ -114,6 +121,7 @@ def main(argv: list[str]) -> None:
             records += run_size(
                 size, work / str(size), chosen, args.apply_up_to, reuse_world=args.reuse_world,
                 engines=tuple(args.engine or state_location.ENGINES),
+                locations=tuple(args.location or state_location.LOCATIONS),
             )  # fmt: skip
             # Saved after every size: a 10M run cut short keeps the sizes it finished.
             targets.judge(records)

@@ -54,11 +54,17 @@ def _postgres(admin: str) -> Callable[[Path, str], AbstractContextManager[Wareho
     return opened
 
 
-def run(customers: int, pristine: Path, work: Path, engines: tuple[str, ...] = ENGINES) -> list[Record]:
+def run(
+    customers: int,
+    pristine: Path,
+    work: Path,
+    engines: tuple[str, ...] = ENGINES,
+    locations: tuple[str, ...] = LOCATIONS,
+) -> list[Record]:
     records: list[Record] = []
     admin = warehouses.postgres_url()
     for engine in engines:
-        for location in LOCATIONS:
+        for location in locations:
             subject = f"{engine}, state {location}"
             if engine == "postgres" and admin is None:
                 note = f"no PostgreSQL: set {warehouses.POSTGRES_ENV[0]} to a server's URL"

@@ -28,9 +28,18 @@ from sqlalchemy.engine import Connection, Engine
 from sync.changes import Acknowledged, Change, ChangeKind
 from sync.membership import TAG_SEPARATOR, fingerprint
 from sync.spool import decode, encode
-from sync.state import INTENTS, LEDGER_META, MEMBERSHIPS, OUTCOMES, RUNS, insert_rows
+from sync.state import (
+    INTENTS,
+    LEDGER_META,
+    MEMBERSHIPS,
+    OUTCOMES,
+    RUNS,
+    batches,
+    insert_rows,
+    key_batch,
+    key_in,
+)
 
-READ_BATCH: Final = 2_000  # keys per IN (...) when loading rows to update
 SETTLED: Final = "sent by a run that stopped before recording the answer: counted as sent, never repeated"
 STREAM_BATCH: Final = 5_000  # rows fetched at a time when streaming the ledger
 
@@ -169,9 +178,10 @@ class Ledger:
                 row["changed_at"] = at
             # The keys' rows are replaced as a whole: one DELETE per batch of keys, not one per row.
             m = MEMBERSHIPS
-            for start in range(0, len(keys), READ_BATCH):
-                batch = keys[start : start + READ_BATCH]
-                conn.execute(m.delete().where(m.c.destination == destination, m.c.key.in_(batch)))
+            dialect = conn.dialect.name
+            for batch in batches(keys, key_batch(dialect)):
+                ours = key_in(m.c.key, batch, dialect)
+                conn.execute(m.delete().where(m.c.destination == destination, ours))
             keep = [
                 row for row in rows.values() if row["tags"] or row["suppressed"] or row["failed_fingerprint"]
             ]
@@ -238,12 +248,11 @@ class Ledger:
     ) -> dict[tuple[str, str], dict[str, Any]]:
         """Every ledger row of ``keys`` on ``destination``, by (key, address)."""
         m = MEMBERSHIPS
+        dialect = conn.dialect.name
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        query = sa.select(m).where(
-            m.c.destination == destination, m.c.key.in_(sa.bindparam("keys", expanding=True))
-        )
-        for start in range(0, len(keys), READ_BATCH):
-            for row in conn.execute(query, {"keys": keys[start : start + READ_BATCH]}).mappings():
+        for batch in batches(keys, key_batch(dialect)):
+            query = sa.select(m).where(m.c.destination == destination, key_in(m.c.key, batch, dialect))
+            for row in conn.execute(query).mappings():
                 found[(row["key"], row["address"])] = dict(row)
         return found
 

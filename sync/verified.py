@@ -28,7 +28,6 @@ import json
 import tempfile
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import islice
 from typing import IO, Any, Final
 
 import sqlalchemy as sa
@@ -42,12 +41,14 @@ from sync.state import (
     LISTED_IDENTIFIERS,
     MEMBERSHIPS,
     VERIFIED_KEYS,
+    batches,
     insert_rows,
+    key_batch,
+    key_in,
     stable_hash,
 )
 
 KINDS: Final = ("email", "phone")  # what a suppression list can match on, besides the key
-BATCH: Final = 2_000  # keys per IN (...) and per insert
 FORMAT: Final = 1  # of the digests: a new format forgets every verified customer
 MISMATCH: Final = "\x00"  # a ledger state no expectation equals
 
@@ -97,6 +98,7 @@ class VerifiedKeys:
     def __init__(self, state: Engine, config: str, destinations: Sequence[str], writes: bool) -> None:
         """``writes``: this run may write verified keys and lists (the unsharded sending run)."""
         self._state = state
+        self.batch = key_batch(state.dialect.name)  # customers per statement
         self.config = config
         self.destinations = list(destinations)
         self.writes = writes
@@ -139,13 +141,14 @@ class VerifiedKeys:
         for position in added:
             touched[KINDS[listed.kinds[position]]].append(listed.values[position])
         forgotten = 0
+        dialect = self._state.dialect.name
         with self._state.begin() as conn:
             if anyone_verified and (touched["email"] or touched["phone"]):  # a first run has nobody
                 forgotten = _forget_identifiers(conn, touched)
             if self.writes:
-                for batch in _batches(removed):
-                    conn.execute(t.delete().where(t.c.entry.in_(batch)))
-                for batch in _batches(added):
+                for batch in batches(removed, self.batch):
+                    conn.execute(t.delete().where(key_in(t.c.entry, batch, dialect)))
+                for batch in batches(added, self.batch):
                     rows = [
                         {"entry": entries[p], "kind": KINDS[listed.kinds[p]], "value_h": listed.values[p]}
                         for p in batch
@@ -165,7 +168,7 @@ class VerifiedKeys:
             if guard is not None:
                 guard(conn)
             keys = sorted({*forget, *(c[0] for c in record)})
-            conn.execute(v.delete().where(v.c.key.in_(keys)))
+            conn.execute(v.delete().where(key_in(v.c.key, keys, conn.dialect.name)))
             rows = [
                 {
                     "key": c[0],
@@ -183,7 +186,7 @@ class VerifiedKeys:
         """(key, destination) -> the state the ledger shows (see :func:`expected_state`)."""
         m = MEMBERSHIPS
         query = sa.select(m.c.key, m.c.destination, m.c.fingerprint, m.c.failed_fingerprint).where(
-            m.c.destination.in_(self.destinations), m.c.key.in_(list(keys))
+            m.c.destination.in_(self.destinations), key_in(m.c.key, keys, self._state.dialect.name)
         )
         states: dict[tuple[str, str], str] = {}
         with self._state.connect() as conn:
@@ -232,7 +235,7 @@ class Recorder:
     def before_apply(self, guard: Guard | None = None) -> None:
         """Before anything is sent: forget every planned customer; record the unchanged ones
         (a writing run)."""
-        for batch in _batches(self._candidates()):
+        for batch in batches(self._candidates(), self._keys.batch):
             unchanged = [c for c in batch if c[1] is not None and c[5]] if self._keys.writes else []
             self._keys.rewrite([c[0] for c in batch], unchanged, guard)
 
@@ -242,7 +245,7 @@ class Recorder:
         if not self._keys.writes:
             return
         changed = (c for c in self._candidates() if c[1] is not None and not c[5])
-        for batch in _batches(changed):
+        for batch in batches(changed, self._keys.batch):
             states = self._keys.ledger_states([c[0] for c in batch])
             verified = [
                 c
@@ -281,7 +284,7 @@ def _forget_identifiers(conn: Connection, touched: Mapping[str, Sequence[int]]) 
     v, t = VERIFIED_KEYS, TOUCHED
     t.create(conn)  # inside the transaction: gone with it, also if the delete fails
     for kind, values in touched.items():
-        for batch in _batches(sorted(set(values))):
+        for batch in batches(sorted(set(values)), key_batch(conn.dialect.name)):
             insert_rows(conn, t, [{"kind": kind, "value_h": h} for h in batch])
 
     def hashes(kind: str) -> sa.Select[tuple[int]]:
@@ -293,9 +296,3 @@ def _forget_identifiers(conn: Connection, touched: Mapping[str, Sequence[int]]) 
     forgotten = conn.execute(v.delete().where(listed)).rowcount or 0
     t.drop(conn)
     return forgotten
-
-
-def _batches(items: Iterator[Any] | Sequence[Any]) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, BATCH)):
-        yield batch

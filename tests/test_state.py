@@ -20,6 +20,7 @@ from sync.state import (
     StateError,
     create_state_engine,
     insert_rows,
+    key_in,
     migrate,
 )
 
@@ -158,6 +159,39 @@ def test_rows_written_to_the_state_store_read_back_as_written(warehouse_url: str
     assert [{k: v for k, v in row.items() if k != "id"} for row in stored] == outcomes
     assert len({row["id"] for row in stored}) == 5
     assert sorted(cache) == [("+1 415 555 0101", "x"), ("+1 415 555 0102", "x")]
+
+
+def test_a_list_of_keys_selects_and_deletes_exactly_those_rows(warehouse_url: str) -> None:
+    """``key_in`` (DuckDB: one list parameter) matches text and integer keys exactly as an
+    ``IN`` list does, quotes and all, and an empty list matches nothing."""
+    engine = _state_engine_on(warehouse_url)
+    keys = ["plain", "o'brien", 'say "hi"', "naïve", "a,b", "%_"]
+    rows = [
+        {"destination": "email", "key": k, "address": f"{n}@x.com", "tags": "vip", "suppressed": False,
+         "reasons": "", "fingerprint": "f", "run_id": 1, "changed_at": "2026"}
+        for n, k in enumerate([*keys, "other", "o'brien2"])
+    ]  # fmt: skip
+    cached = [
+        {"digest": d, "namespace": "n", "raw": str(d), "normalised": "x"} for d in (-(2**63), 0, 7, 2**63 - 1)
+    ]
+    m, c = MEMBERSHIPS, IDENTITY_CACHE
+    with engine.begin() as conn:
+        insert_rows(conn, m, rows)
+        insert_rows(conn, c, cached)
+    with engine.begin() as conn:
+        dialect = conn.dialect.name
+        found = set(conn.scalars(sa.select(m.c.key).where(key_in(m.c.key, keys, dialect))))
+        digests = set(
+            conn.scalars(sa.select(c.c.digest).where(key_in(c.c.digest, [-(2**63), 2**63 - 1], dialect)))
+        )
+        nothing = conn.scalars(sa.select(m.c.key).where(key_in(m.c.key, [], dialect))).all()
+        conn.execute(m.delete().where(key_in(m.c.key, keys[:2], dialect)))
+        left = set(conn.scalars(sa.select(m.c.key)))
+    engine.dispose()
+    assert found == set(keys)
+    assert digests == {-(2**63), 2**63 - 1}
+    assert nothing == []
+    assert left == {*keys[2:], "other", "o'brien2"}
 
 
 def test_numbers_held_during_a_run_reach_the_cache_when_flushed(warehouse_url: str) -> None:
