@@ -10,21 +10,20 @@ including one it never answered about, is never recorded as synced.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol
 
 from sqlalchemy.engine import Connection
 
+from sync.batches import batches
 from sync.changes import Change, ChangeKind
 from sync.ledger import Ledger, RecordOutcome, Status
 from sync.ports import ChangeResult, Destination, DestinationError, Outcome
 
 ROUNDS: Final = 3  # sends per change within a run before it is left for the next run
 NO_ANSWER: Final = "the destination did not report on this record"
-T = TypeVar("T")
 
 
 class Progress(Protocol):
@@ -100,7 +99,7 @@ class Applier:
         self._progress.start(destination.name, kind, total)
         size = destination.capabilities.max_batch[kind]
         sent = 0
-        for batch in _batched(changes, size):
+        for batch in batches(changes, size):
             try:
                 outcomes = self._send(destination, kind, batch, tally)
             except DestinationError as exc:
@@ -162,9 +161,3 @@ class Applier:
         return [
             answered.get(change) or ChangeResult(change, Outcome.RETRYABLE, NO_ANSWER) for change in batch
         ]
-
-
-def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch

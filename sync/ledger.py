@@ -25,6 +25,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from sync.batches import batches
 from sync.changes import Acknowledged, Change, ChangeKind
 from sync.membership import TAG_SEPARATOR, fingerprint
 from sync.spool import decode, encode
@@ -34,7 +35,6 @@ from sync.state import (
     MEMBERSHIPS,
     OUTCOMES,
     RUNS,
-    batches,
     insert_rows,
     key_batch,
     key_in,

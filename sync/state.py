@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
+
+from sync.batches import batches
 
 if TYPE_CHECKING:
     from sync.pending_identities import PendingIdentities
 
 METADATA = sa.MetaData()
-T = TypeVar("T")
 
 
 def _serial(table: str, column: str) -> sa.Sequence:
@@ -461,7 +461,7 @@ def key_batch(dialect: str) -> int:
 def key_in(column: sa.ColumnElement[Any], keys: Sequence[Any], dialect: str) -> sa.ColumnElement[bool]:
     """``column IN (keys)``, for at most :func:`key_batch` keys. On DuckDB the keys go as one
     list parameter (``= ANY(?)``): it binds each parameter of an ``IN`` list slowly (2,000
-    keys cost 23-48 ms a statement to bind, one list of them 3 ms)."""
+    random keys of a 5M-row table: 191 ms a statement as an ``IN`` list, 87 ms as a list)."""
     if dialect == "duckdb":
         return column == sa.any_(sa.bindparam(None, list(keys), type_=sa.ARRAY(column.type)))
     return column.in_(list(keys))
@@ -521,10 +521,3 @@ def _insert_unnested(conn: Connection, table: sa.Table, rows: Sequence[Mapping[s
         f"INSERT INTO {preparer.format_table(table)} ({', '.join(columns)}) SELECT {', '.join(values)}{tail}",
         tuple([row[name] for row in rows] for name in names),
     )
-
-
-def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """``items`` in lists of ``size`` (the last shorter), read as they are needed."""
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch

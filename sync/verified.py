@@ -35,13 +35,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from personas.identity import phone_digits
 from personas.model import Assignment
+from sync.batches import batches
 from sync.joint_rows import FetchedKey
 from sync.membership import Membership
 from sync.state import (
     LISTED_IDENTIFIERS,
     MEMBERSHIPS,
     VERIFIED_KEYS,
-    batches,
     insert_rows,
     key_batch,
     key_in,
