@@ -69,12 +69,20 @@ def measure(
                 os.close(fd)
     if code not in ok:
         raise RuntimeError(f"{' '.join(command)} exited with {code}")
-    return Measurement(
+    measured = Measurement(
         wall_s=round(wall, 2),
         cpu_s=round(cpu, 2),
         peak_rss_mb=round(maxrss / 1024, 1),  # Linux reports KiB
         exit_code=code,
     )
+    # Results are saved once a size is done; this line keeps a long step's figures when a
+    # 10M run is stopped before then.
+    print(
+        f"measured {measured.wall_s} s wall, {measured.cpu_s} s CPU, {measured.peak_rss_mb} MB, "
+        f"exit {code}: {' '.join(command)}",
+        file=sys.stderr,
+    )
+    return measured
 
 
 def measure_json(
