@@ -116,7 +116,9 @@ def machine_line(run: dict[str, Any]) -> str:
     m = run["machine"]
     return (
         f"Machine `{m['name']}`: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['os']}, "
-        f"Python {m['python']}, SQLite {m['sqlite']}. Run started {run['started']}"
+        f"Python {m['python']}, SQLite {m['sqlite']}"
+        + (f"; calibration {m['calibration_s']} s" if "calibration_s" in m else "")
+        + f". Run started {run['started']}"
         + (f" at commit `{run['commit']}`" if run.get("commit") else "")
         + ", took "
         f"{run['seconds'] / 60:.0f} min; sizes {', '.join(f'{s:,}' for s in run['sizes'])}; "

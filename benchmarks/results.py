@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from benchmarks import calibration
 from benchmarks.measure import Measurement
 
 RESULTS = Path(__file__).parent / "results"
@@ -103,6 +104,7 @@ def machine() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        "calibration_s": calibration.seconds(),
     }
 
 
