@@ -36,6 +36,7 @@ from sync.state import (
     OUTCOMES,
     RUNS,
     insert_rows,
+    keep_statistics,
     key_batch,
     key_in,
 )
@@ -189,6 +190,7 @@ class Ledger:
             insert_rows(conn, OUTCOMES, [_outcome_row(run_id, destination, o, at) for o in outcomes])
             _delete_intents(conn, destination, [o.change for o in outcomes])
             conn.execute(LEDGER_META.update().values(version=LEDGER_META.c.version + 1))
+        keep_statistics(self._engine, MEMBERSHIPS, OUTCOMES)
 
     def record_intents(
         self,

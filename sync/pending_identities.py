@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from sqlalchemy.engine import Engine
 
-from sync.state import IDENTITY_CACHE, insert_rows
+from sync.state import IDENTITY_CACHE, insert_rows, keep_statistics
 
 ROWS_PER_TRANSACTION: Final = 500_000  # a SQLite store: about this many per transaction
 BATCH: Final = 10_000  # other stores: rows per insert and transaction
@@ -71,6 +71,7 @@ class PendingIdentities:
             for batch in self._in_digest_order():
                 with state.begin() as conn:
                     insert_rows(conn, IDENTITY_CACHE, batch, skip_existing=True)
+            keep_statistics(state, IDENTITY_CACHE)
         self._db.execute("DELETE FROM rows")
         self._db.execute("BEGIN")
         self.count = 0

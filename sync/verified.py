@@ -43,6 +43,7 @@ from sync.state import (
     MEMBERSHIPS,
     VERIFIED_KEYS,
     insert_rows,
+    keep_statistics,
     key_batch,
     key_in,
     stable_hash,
@@ -154,6 +155,7 @@ class VerifiedKeys:
                         for p in batch
                     ]  # a run whose lock was taken over may record the same entries
                     insert_rows(conn, t, rows, skip_existing=True)
+        keep_statistics(self._state, LISTED_IDENTIFIERS, VERIFIED_KEYS)
         return forgotten
 
     def recorder(self, fetched: Iterator[FetchedKey]) -> Recorder:
@@ -181,6 +183,7 @@ class VerifiedKeys:
                 for c in record
             ]
             insert_rows(conn, v, rows)
+        keep_statistics(self._state, v)
 
     def ledger_states(self, keys: Sequence[str]) -> dict[tuple[str, str], str]:
         """(key, destination) -> the state the ledger shows (see :func:`expected_state`)."""

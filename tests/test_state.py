@@ -9,6 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from sync.changes import Change, ChangeKind
+from sync.ledger import Ledger, RecordOutcome, Status
 from sync.pending_identities import PendingIdentities
 from sync.state import (
     IDENTITY_CACHE,
@@ -217,3 +219,38 @@ def test_numbers_held_during_a_run_reach_the_cache_when_flushed(warehouse_url: s
     engine.dispose()
     assert held.lookup("phone:US", numbers) == numbers
     assert held.lookup("phone:GB", ["07700 900123"]) == {"07700 900123": "+447700900123"}
+
+
+def _estimated_rows(conn: sa.Connection, destination: str) -> int:
+    """How many ledger rows PostgreSQL's planner thinks ``destination`` has."""
+    plan = conn.exec_driver_sql(
+        "EXPLAIN (FORMAT JSON) SELECT * FROM memberships WHERE destination = %s", (destination,)
+    ).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def test_a_ledger_grown_within_one_run_is_planned_at_its_size_on_postgresql(postgres_schema_url: str) -> None:
+    """PostgreSQL plans from what ANALYZE last learned of a table. A first sync grows the
+    ledger from nothing within one run; planned as if it were still nearly empty, each
+    lookup of a batch of keys read every ledger row of the destination instead of looking
+    the keys up (0.41 s a statement at 1.8M rows, and growing; 27 ms once analysed). The
+    ledger analyses itself as it grows, whether autovacuum is on or not."""
+    engine = create_state_engine(make_url(postgres_schema_url))
+    migrate(engine)
+    with engine.begin() as conn:  # whatever the server's settings: only the ledger may analyse
+        for table in (MEMBERSHIPS, OUTCOMES):
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} SET (autovacuum_enabled = false)")
+    ledger = Ledger(engine)
+    run = ledger.start_run("sync", "host-a", 1)
+    for start in range(0, 30_000, 2_000):
+        ledger.commit(run, "email", [_tag_added(f"c{i:06d}") for i in range(start, start + 2_000)])
+    with engine.connect() as conn:
+        estimated = _estimated_rows(conn, "email")
+    engine.dispose()
+    assert 20_000 <= estimated <= 40_000, f"the planner expects {estimated:,} of 30,000 ledger rows"
+
+
+def _tag_added(key: str) -> RecordOutcome:
+    address = f"{key}@example.com"
+    change = Change(ChangeKind.ADD_TAG, key, address, address, None, "f" * 16, tag="vip")
+    return RecordOutcome(change, Status.APPLIED)
