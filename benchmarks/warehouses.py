@@ -51,6 +51,12 @@ def _load(url: str | sa.URL, copy: Callable[[Any, sa.Table], None], *, refill: b
                     raw.cursor().execute(f"TRUNCATE {table.name}")
                 copy(raw.cursor(), table)
             raw.commit()
+            if engine.dialect.name == "postgresql":
+                # A warehouse has its statistics (autovacuum, or the loading job, gathers
+                # them); this server may run without autovacuum.
+                for table in DATA_TABLES:
+                    raw.cursor().execute(f"ANALYZE {table.name}")
+                raw.commit()
         finally:
             raw.close()
     finally:
