@@ -2,10 +2,11 @@
 like a sync's own (rows into SQLite, a grouped sort, each row read back and hashed in
 Python).
 
-Runs of different sessions land on different machines of the same class, and the same
-commit on the same world has differed by a quarter between them; this figure, taken when
-a run starts, tells a slower machine from slower code. It reads high when something else
-is using the machine, which is worth knowing too.
+Runs of different sessions land on different machines of the same class: the 10M steady
+syncs of one session ran a quarter slower than another's, though an A/B of the two commits
+on one machine showed no difference. This figure, taken when a run starts, tells a slower
+machine from slower code. It reads high when something else is using the machine, which
+is worth knowing too.
 """
 
 from __future__ import annotations
